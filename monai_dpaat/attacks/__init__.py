@@ -1,0 +1,30 @@
+"""Adversarial attacks for MONAI networks: one loss-agnostic, N-D core (see :mod:`.base`).
+
+``adv = attack(network, images, targets)``; :func:`build_attack` makes one from a paper's name.
+"""
+
+from .base import Attack, default_loss, restore_model_state
+from .fgsm import FGSM
+from .iterative import IFGSM, PGD
+from .momentum import DIFGSM, MIFGSM, NIFGSM, SIDIFGSM, SINIFGSM, TIFGSM, MomentumIterative
+from .noise import GaussianNoise
+from .pgd_l2 import PGDL2
+from .registry import ATTACKS, build_attack, canonical_name, register_attack
+
+register_attack("fgsm", FGSM)
+register_attack("i-fgsm", IFGSM, aliases=("ifgsm", "bim"))
+register_attack("pgd", PGD, aliases=("pgd-linf",))
+register_attack("pgd-l2", PGDL2, aliases=("pgdl2",))
+register_attack("mi-fgsm", MIFGSM, aliases=("mifgsm",))
+register_attack("ni-fgsm", NIFGSM, aliases=("nifgsm",))
+register_attack("ti-fgsm", TIFGSM, aliases=("tifgsm",))
+register_attack("di-fgsm", DIFGSM, aliases=("difgsm",))
+register_attack("si-di-fgsm", SIDIFGSM, aliases=("sidifgsm",))
+register_attack("si-ni-fgsm", SINIFGSM, aliases=("sinifgsm",))
+register_attack("gn", GaussianNoise, aliases=("gaussian-noise", "gaussiannoise"))
+
+__all__ = [
+    "Attack", "default_loss", "restore_model_state", "FGSM", "IFGSM", "PGD", "PGDL2", "MIFGSM", "NIFGSM",
+    "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
+    "build_attack", "canonical_name", "register_attack",
+]

@@ -1,0 +1,43 @@
+"""L2 PGD (Madry et al. 2018), as torchattacks' ``PGDL2``: normalised-gradient steps, L2-ball projection."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Attack
+
+__all__ = ["PGDL2"]
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm, shaped ``(N, 1, ..., 1)``."""
+    return t.flatten(1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
+
+
+class PGDL2(Attack):
+    """``x <- Proj_{B_2(x0, eps)} (x + alpha * g / ||g||_2)``. Random start: a direction uniform on the sphere
+    scaled by ``U(0, 1) * eps`` (torchattacks' scheme). Defaults: eps 1.0, alpha 0.2, 10 steps."""
+
+    def __init__(self, eps=1.0, alpha=0.2, steps=10, loss_function=None, value_range="data", random_start=True,
+                 model_mode="eval", generator=None, eps_for_division=1e-10):
+        super().__init__(eps=eps, alpha=alpha, steps=steps, loss_function=loss_function, value_range=value_range,
+                         random_start=random_start, model_mode=model_mode, generator=generator)
+        self.eps_for_division = eps_for_division
+
+    def project(self, adv, x, eps, lo, hi):
+        delta = adv - x
+        factor = torch.clamp(eps / _l2(delta).clamp_min(self.eps_for_division), max=1.0)
+        return self.clamp(x + delta * factor, lo, hi)
+
+    def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
+        adv = x.clone()
+        if self.random_start:
+            delta = torch.empty_like(x).normal_(generator=self.generator)
+            r = torch.empty_like(eps).uniform_(0, 1, generator=self.generator)
+            delta = delta / _l2(delta).clamp_min(self.eps_for_division) * r * eps
+            adv = self.clamp(x + delta, lo, hi)
+        for _ in range(self.steps):
+            grad = self.gradient(network, adv, y)
+            grad = grad / (_l2(grad) + self.eps_for_division)
+            adv = self.project(adv + alpha * grad, x, eps, lo, hi)
+        return adv

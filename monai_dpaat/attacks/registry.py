@@ -1,0 +1,46 @@
+"""Build attacks by the names the papers use, so a bundle config can say ``"attack": "mi-fgsm"``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .base import Attack
+
+__all__ = ["ATTACKS", "register_attack", "build_attack", "canonical_name"]
+
+#: canonical name -> attack class (or factory). Extended by :func:`register_attack`.
+ATTACKS: dict[str, Callable[..., Attack]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_attack(name: str, factory: Callable[..., Attack], aliases: tuple[str, ...] = ()) -> None:
+    key = canonical_name(name)
+    ATTACKS[key] = factory
+    for alias in aliases:
+        _ALIASES[canonical_name(alias)] = key
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", str(name).strip().lower())
+
+
+def build_attack(name: str, **kwargs: Any) -> Attack:
+    """Return an attack from a case-insensitive name: ``fgsm``, ``i-fgsm`` (``bim``), ``pgd``, ``pgd-l2``,
+    ``mi-fgsm``, ``ni-fgsm``, ``ti-fgsm``, ``di-fgsm``, ``si-di-fgsm``, ``si-ni-fgsm``, ``gn``.
+
+    A leading step count as the DPAAT paper writes it (``"10-IFGSM"``, ``"50-PGD"``) sets ``steps``.
+    Keyword arguments go to the attack's constructor (``eps``, ``alpha``, ``steps``, ``loss_function``,
+    ``value_range``, ``random_start``, ``decay``, ``std``, ...).
+    """
+    key = canonical_name(name)
+    match = re.fullmatch(r"(\d+)-(.+)", key)
+    if match and canonical_name(match.group(2)) in {**ATTACKS, **_ALIASES}:
+        kwargs.setdefault("steps", int(match.group(1)))
+        key = match.group(2)
+    key = _ALIASES.get(key, key)
+    if key not in ATTACKS:
+        known = sorted(ATTACKS) + sorted(_ALIASES)
+        raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(known)}")
+    return ATTACKS[key](**kwargs)
