@@ -1,0 +1,56 @@
+"""Datasets of monai-dpaat: datalists and MONAI dict transforms for HAM10000 (classification),
+NuInsSeg-layout H&E nuclei tiles (2D segmentation) and NIfTI volumes such as BraTS (3D segmentation).
+
+Every ``*_datalist(s)`` function returns plain lists of dicts (each with an ``"index"``, its
+position in its split) usable by :class:`monai.data.Dataset` and bundle configs
+(``"$monai_dpaat.data.ham10000_datalists(@dataset_dir)['train']"``). Wherever a datalist is
+accepted, :func:`load_datalist` turns a MONAI Decathlon-style JSON file or an in-memory list into one.
+Problems are logged to the ``"monai_dpaat.data"`` logger.
+"""
+
+from monai_dpaat.data.ham10000 import (
+    HAM10000_CLASSES,
+    ham10000_datalists,
+    ham10000_transforms,
+    read_ham10000_metadata,
+)
+from monai_dpaat.data.nifti import BRATS_WHOLE_TUMOUR, check_nifti_file, nifti_datalist, nifti_transforms
+from monai_dpaat.data.nuinsseg import (
+    nuinsseg_datalist,
+    nuinsseg_eval_transforms,
+    nuinsseg_train_transforms,
+    split_datalist,
+)
+from monai_dpaat.data.transforms import (
+    CheckedLoadImaged,
+    CheckSameSpatialShaped,
+    RemapLabels,
+    RemapLabelsd,
+    above_background,
+)
+from monai_dpaat.data.utils import check_image_file, load_datalist, logger, reindex, to_rgb
+
+__all__ = [
+    "HAM10000_CLASSES",
+    "ham10000_datalists",
+    "ham10000_transforms",
+    "read_ham10000_metadata",
+    "BRATS_WHOLE_TUMOUR",
+    "check_nifti_file",
+    "nifti_datalist",
+    "nifti_transforms",
+    "nuinsseg_datalist",
+    "nuinsseg_eval_transforms",
+    "nuinsseg_train_transforms",
+    "split_datalist",
+    "CheckedLoadImaged",
+    "CheckSameSpatialShaped",
+    "RemapLabels",
+    "RemapLabelsd",
+    "above_background",
+    "check_image_file",
+    "load_datalist",
+    "logger",
+    "reindex",
+    "to_rgb",
+]
