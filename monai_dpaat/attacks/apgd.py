@@ -1,0 +1,307 @@
+"""Auto-PGD (APGD, Croce & Hein 2020), the step-size-free PGD of AutoAttack, for classifiers.
+
+APGD differs from PGD in four ways (Croce & Hein, "Reliable evaluation of adversarial robustness with
+an ensemble of diverse parameter-free attacks", ICML 2020, Algorithm 1):
+
+- the step size starts at ``2 * eps`` and is halved at checkpoints ``w_j`` (``p_0 = 0``, ``p_1 = 0.22``,
+  ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, as fractions of the iteration budget) when either
+  fewer than ``rho = 75%`` of the steps since the last checkpoint increased the loss, or the step size
+  was not halved at the last checkpoint and the best loss has not improved since; after a halving the
+  iterate restarts from the best point found so far;
+- a momentum step ``x <- x + a * (z - x) + (1 - a) * (x - x_prev)`` with ``a = 0.75`` (1 on the first step);
+- the best point per sample is kept (the first point that is misclassified, otherwise the point of
+  highest loss);
+- ``n_restarts`` random restarts on the samples still classified correctly.
+
+CE and the DLR loss ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (shift and scale invariant, needs at
+least 3 classes) are supported. The default budget is 100 iterations, as AutoAttack (torchattacks'
+``APGD`` defaults to 10). Unlike the reference code the attack works on N-D inputs ``(N, C, *spatial)``,
+takes per-sample ``eps`` and does not assume images in [0, 1] (``value_range`` as :class:`Attack`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import Attack
+
+__all__ = ["APGD", "APGDDLR", "dlr_loss", "ce_loss", "apgd_checkpoints"]
+
+
+def ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy. ``logits`` ``(N, K)``, ``target`` ``(N,)`` class indices -> ``(N,)``."""
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def dlr_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample Difference of Logits Ratio loss (Croce & Hein 2020, eq. 6).
+
+    ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` with ``z_pi`` the logits sorted in decreasing
+    order. ``logits`` ``(N, K)`` with ``K >= 3``, ``target`` ``(N,)`` -> ``(N,)``.
+    """
+    if logits.ndim != 2 or logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs logits (N, K) with K >= 3 classes, got shape {tuple(logits.shape)}")
+    sorted_logits, order = logits.sort(dim=1)
+    z_y = logits.gather(1, target[:, None])[:, 0]
+    top_is_y = (order[:, -1] == target).to(logits.dtype)
+    best_other = sorted_logits[:, -2] * top_is_y + sorted_logits[:, -1] * (1.0 - top_is_y)
+    return -(z_y - best_other) / (sorted_logits[:, -1] - sorted_logits[:, -3] + 1e-12)
+
+
+_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"ce": ce_loss, "dlr": dlr_loss}
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """Iterations (0-based, ``< steps``) at which APGD checks whether to halve the step size.
+
+    The first check is after ``max(int(0.22 * steps), 1)`` iterations; the interval then shrinks by
+    ``max(int(0.03 * steps), 1)`` down to ``max(int(0.06 * steps), 1)`` (the reference implementation's
+    integer form of ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``).
+    """
+    interval = max(int(0.22 * steps), 1)
+    shrink, minimum = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    checks, it = [], interval - 1
+    while it < steps:
+        checks.append(it)
+        interval = max(interval - shrink, minimum)
+        it += interval
+    return checks
+
+
+def _take(t: Any, index: torch.Tensor) -> Any:
+    """Rows ``index`` of a per-sample tensor; scalars and ``None`` pass through."""
+    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] > 1:
+        return t[index]
+    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == 1 and index.numel() != 1:
+        return t.expand(index.numel(), *t.shape[1:])
+    return t
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
+
+
+class APGD(Attack):
+    """Auto-PGD for classification networks (outputs ``(N, K)`` logits, or ``(N, 1)`` for a sigmoid binary
+    classifier, which is treated as the two logits ``(0, z)``).
+
+    Args:
+        eps: L-inf (or L2) radius, a float or a per-sample ``(N,)`` tensor.
+        steps: iterations per restart (default 100, as AutoAttack).
+        n_restarts: random restarts; restarts only run on the samples not yet misclassified.
+        loss: ``"ce"``, ``"dlr"`` (needs >= 3 classes) or a callable ``(logits (N, K), target (N,)) -> (N,)``.
+        norm: ``"Linf"`` or ``"L2"``.
+        rho: the fraction of loss-increasing steps below which the step size is halved (0.75).
+        momentum: the paper's ``alpha``: ``x <- x + a * (z - x) + (1 - a) * (x - x_prev)`` with ``a = momentum``
+            (0.75) weighting the new projected step ``z`` and ``1 - a`` the previous update.
+        eot_iter: gradients averaged per step (expectation over transformation, for randomised models).
+        value_range, model_mode, generator: as :class:`Attack`. ``alpha`` and ``random_start`` are accepted
+            for config compatibility and ignored (APGD always starts from a random point, step ``2 * eps``).
+
+    Targets: class indices ``(N,)`` / ``(N, 1)`` or one-hot / probabilities ``(N, K)`` (argmax is taken).
+    Returns images ``(N, C, *spatial)``: misclassified where an adversarial point was found, otherwise the
+    highest-loss point found.
+    """
+
+    tasks = ("classification",)
+    accepts_loss_function = False
+
+    def __init__(
+        self,
+        eps: float | torch.Tensor = 8 / 255,
+        steps: int = 100,
+        n_restarts: int = 1,
+        loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "ce",
+        norm: str = "Linf",
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        eot_iter: int = 1,
+        value_range="data",
+        model_mode: str | None = "eval",
+        generator: torch.Generator | None = None,
+        alpha: Any = None,
+        random_start: Any = None,
+        loss_function: Any = None,
+    ) -> None:
+        super().__init__(eps=eps, alpha=0.0, steps=steps, value_range=value_range, random_start=True,
+                         model_mode=model_mode, generator=generator)
+        if loss_function is not None:
+            raise ValueError("APGD takes loss='ce' | 'dlr' or a per-sample callable via `loss`, not loss_function")
+        if isinstance(loss, str):
+            if loss.lower() not in _LOSSES:
+                raise ValueError(f"loss must be 'ce', 'dlr' or a callable, got {loss!r}")
+            self.loss_name, self.indiv_loss = loss.lower(), _LOSSES[loss.lower()]
+        elif callable(loss):
+            self.loss_name, self.indiv_loss = getattr(loss, "__name__", "custom"), loss
+        else:
+            raise ValueError(f"loss must be 'ce', 'dlr' or a callable, got {loss!r}")
+        norm_key = str(norm).lower().replace("-", "")
+        if norm_key not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
+        if int(n_restarts) != n_restarts or n_restarts < 1:
+            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts}")
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        if int(eot_iter) != eot_iter or eot_iter < 1:
+            raise ValueError(f"eot_iter must be an integer >= 1, got {eot_iter}")
+        self.norm = "Linf" if norm_key == "linf" else "L2"
+        self.n_restarts = int(n_restarts)
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.eot_iter = int(eot_iter)
+
+    def __repr__(self) -> str:
+        return (f"APGD(eps={self.eps!r}, steps={self.steps}, n_restarts={self.n_restarts}, "
+                f"loss={self.loss_name!r}, norm={self.norm!r})")
+
+    # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def logits_of(outputs: Any) -> torch.Tensor:
+        """Network outputs -> ``(N, K)`` logits (deep-supervision lists: the first output; ``(N, 1)`` -> ``(N, 2)``)."""
+        if isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        if outputs.ndim != 2:
+            raise ValueError(
+                f"APGD needs classification outputs (N, K), got shape {tuple(outputs.shape)}; "
+                "use SegPGD or CosPGD for dense outputs"
+            )
+        if outputs.shape[1] == 1:
+            outputs = torch.cat([torch.zeros_like(outputs), outputs], dim=1)
+        return outputs
+
+    @staticmethod
+    def class_indices(targets: Any, n: int, n_classes: int, device) -> torch.Tensor:
+        y = torch.as_tensor(targets, device=device)
+        if y.ndim == 2 and y.shape[1] == n_classes and n_classes > 1 and y.shape != (n, 1):
+            y = y.argmax(1)
+        elif y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"APGD targets must be class indices (N,) or one-hot (N, K), got shape {tuple(y.shape)}")
+        y = y.round().long() if y.is_floating_point() else y.long()
+        if (y < 0).any() or (y >= n_classes).any():
+            raise ValueError(f"APGD targets must be in [0, {n_classes - 1}], got {sorted(set(y.tolist()))}")
+        return y
+
+    def _loss_grad(self, network, adv: torch.Tensor, y: torch.Tensor):
+        """Per-sample loss ``(N,)``, logits ``(N, K)`` and input gradient (mean over ``eot_iter`` draws)."""
+        grad = torch.zeros_like(adv)
+        for _ in range(self.eot_iter):
+            point = adv.detach().requires_grad_(True)
+            logits = self.logits_of(network(point))
+            loss_indiv = self.indiv_loss(logits, y)
+            (g,) = torch.autograd.grad(loss_indiv.sum(), point)
+            grad += g
+        return loss_indiv.detach(), logits.detach(), grad / self.eot_iter
+
+    def _project(self, adv, x, eps, lo, hi) -> torch.Tensor:
+        delta = adv - x
+        if self.norm == "Linf":
+            delta = torch.clamp(delta, min=-eps, max=eps)
+        else:
+            delta = delta * torch.clamp(eps / _l2(delta).clamp_min(1e-12), max=1.0)
+        return self.clamp(x + delta, lo, hi)
+
+    def _random_start(self, x, eps, lo, hi) -> torch.Tensor:
+        if self.norm == "Linf":
+            t = torch.empty_like(x).uniform_(-1.0, 1.0, generator=self.generator)
+            t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).reshape(-1, *([1] * (x.ndim - 1)))
+        else:
+            t = torch.empty_like(x).normal_(generator=self.generator)
+            t = t / _l2(t).clamp_min(1e-12)
+        return self.clamp(x + eps * t, lo, hi)
+
+    def _step(self, adv, grad, step_size) -> torch.Tensor:
+        if self.norm == "Linf":
+            return adv + step_size * grad.sign()
+        return adv + step_size * grad / _l2(grad).clamp_min(1e-12)
+
+    # ------------------------------------------------------------------ one run
+    def attack_single_run(self, network, x, y, eps, lo, hi):
+        """One APGD run from a random start. Returns ``(x_best, fooled, loss_best, x_best_adv)``:
+        the highest-loss point, whether a misclassified point was found ``(N,)``, its loss, and the
+        (last) misclassified point (``x_best`` where none was found)."""
+        checks = set(apgd_checkpoints(self.steps))
+        adv = self._random_start(x, eps, lo, hi)
+        loss_indiv, logits, grad = self._loss_grad(network, adv, y)
+        fooled = logits.argmax(1) != y
+        x_best, grad_best, loss_best = adv.clone(), grad.clone(), loss_indiv.clone()
+        x_best_adv = adv.clone()
+        step_size = 2.0 * eps.clone()
+        losses = [loss_indiv]  # loss after each iteration, index 0 = start
+        last_check, reduced_last = 0, torch.ones_like(loss_best, dtype=torch.bool)
+        loss_best_last = loss_best.clone()
+        adv_prev = adv.clone()
+        for i in range(self.steps):
+            a = self.momentum if i > 0 else 1.0
+            update_prev = adv - adv_prev
+            adv_prev = adv
+            z = self._project(self._step(adv, grad, step_size), x, eps, lo, hi)
+            adv = self._project(adv + (z - adv) * a + update_prev * (1.0 - a), x, eps, lo, hi)
+
+            loss_indiv, logits, grad = self._loss_grad(network, adv, y)
+            wrong = logits.argmax(1) != y
+            x_best_adv[wrong] = adv[wrong]
+            fooled |= wrong
+            losses.append(loss_indiv)
+            improved = loss_indiv > loss_best
+            x_best[improved], grad_best[improved] = adv[improved], grad[improved]
+            loss_best[improved] = loss_indiv[improved]
+
+            if i in checks:
+                window = torch.stack(losses[last_check:i + 2])  # losses at iterations last_check-1 .. i
+                n_increase = (window[1:] > window[:-1]).sum(0)
+                k = window.shape[0] - 1
+                oscillating = n_increase <= k * self.rho
+                no_improvement = (~reduced_last) & (loss_best_last >= loss_best)
+                halve = oscillating | no_improvement
+                reduced_last, loss_best_last, last_check = halve, loss_best.clone(), i + 1
+                if halve.any():
+                    step_size[halve] /= 2.0
+                    adv = adv.clone()
+                    grad = grad.clone()
+                    adv[halve], grad[halve] = x_best[halve], grad_best[halve]
+        x_best_adv[~fooled] = x_best[~fooled]
+        return x_best, fooled, loss_best, x_best_adv
+
+    def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.logits_of(network(x))
+        y = self.class_indices(y, x.shape[0], logits.shape[1], x.device)
+        if self.loss_name == "dlr" and logits.shape[1] < 3:
+            raise ValueError(f"APGD with the DLR loss needs >= 3 classes, the network outputs {logits.shape[1]}")
+        fooled = logits.argmax(1) != y
+        adv = x.clone()
+        best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
+        for _ in range(self.n_restarts):
+            todo = (~fooled).nonzero()[:, 0]
+            if todo.numel() == 0:
+                break
+            _, found, loss, point = self.attack_single_run(
+                network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo)
+            )
+            better = found | (loss > best_loss[todo])
+            idx = todo[better]
+            adv[idx] = point[better]
+            best_loss[idx] = torch.where(found[better], torch.full_like(loss[better], float("inf")), loss[better])
+            fooled[todo[found]] = True
+        return adv
+
+
+class APGDDLR(APGD):
+    """APGD with the DLR loss (AutoAttack's untargeted APGD-DLR); needs >= 3 classes."""
+
+    def __init__(self, eps=8 / 255, steps=100, n_restarts=1, norm="Linf", rho=0.75, momentum=0.75, eot_iter=1,
+                 value_range="data", model_mode="eval", generator=None, alpha=None, random_start=None,
+                 loss_function=None, loss="dlr"):
+        if loss != "dlr":
+            raise ValueError(f"APGDDLR uses the DLR loss, got loss={loss!r}; use APGD for other losses")
+        super().__init__(eps=eps, steps=steps, n_restarts=n_restarts, loss="dlr", norm=norm, rho=rho,
+                         momentum=momentum, eot_iter=eot_iter, value_range=value_range, model_mode=model_mode,
+                         generator=generator, alpha=alpha, random_start=random_start, loss_function=loss_function)

@@ -1,0 +1,207 @@
+"""APGD (Croce & Hein 2020): schedule, losses, per-sample budgets, N-D inputs, and strength against PGD-10
+on a small CNN trained on real HAM10000 images (mel vs nv, 32x32)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from monai_dpaat.attacks import APGD, APGDDLR, PGD, build_attack, dlr_loss
+from monai_dpaat.attacks.apgd import apgd_checkpoints
+
+EPS = 8 / 255
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster single-threaded (and do not oversubscribe a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- real-data model
+def load_ham(data_dir, n_per_class, offset=0, size=32):
+    """``n_per_class`` nv (label 0) and mel (label 1) images, one per lesion, resized to ``size``."""
+    from PIL import Image
+
+    root = data_dir / "ham10000"
+    img_dir = root / "HAM10000_images_part_1"
+    ids: dict[str, list[str]] = {"nv": [], "mel": []}
+    seen = set()
+    with open(root / "HAM10000_metadata.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["dx"] in ids and row["lesion_id"] not in seen and (img_dir / f"{row['image_id']}.jpg").exists():
+                seen.add(row["lesion_id"])
+                ids[row["dx"]].append(row["image_id"])
+    xs, ys = [], []
+    for label, dx in enumerate(("nv", "mel")):
+        for image_id in sorted(ids[dx])[offset:offset + n_per_class]:
+            img = Image.open(img_dir / f"{image_id}.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
+            xs.append(np.asarray(img, dtype=np.float32) / 255.0)
+            ys.append(label)
+    return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys)
+
+
+def tiny_cnn(out=2, dims=2):
+    conv, pool = (nn.Conv2d, nn.MaxPool2d) if dims == 2 else (nn.Conv3d, nn.MaxPool3d)
+    return nn.Sequential(
+        conv(3, 8, 3, padding=1), nn.ReLU(), pool(2), conv(8, 16, 3, padding=1), nn.ReLU(), pool(2),
+        conv(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(), nn.Linear(16, out),
+    )
+
+
+def trained_ham_cnn(data_dir):
+    """A tiny CNN trained briefly (20 epochs of Adam on 192 real images; about 75% held-out accuracy)."""
+    torch.manual_seed(0)
+    net = tiny_cnn()
+    x, y = load_ham(data_dir, 96)
+    opt = torch.optim.Adam(net.parameters(), 5e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 32):
+            idx = perm[i:i + 32]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def ham(data_dir):
+    net = trained_ham_cnn(data_dir)
+    x, y = load_ham(data_dir, 24, offset=96)  # held-out lesions
+    return net, x, y
+
+
+def accuracy(net, x, y):
+    with torch.no_grad():
+        return (net(x).argmax(1) == y).float().mean().item()
+
+
+# --------------------------------------------------------------------------- strength on a real model
+@pytest.mark.slow
+def test_apgd_at_least_as_strong_as_pgd10_on_trained_ham_model(ham):
+    net, x, y = ham
+    clean = accuracy(net, x, y)
+    assert clean >= 0.65, f"the tiny HAM10000 model should learn mel vs nv, clean accuracy {clean:.2f}"
+    pgd = PGD(eps=EPS, alpha=2 / 255, steps=10, generator=torch.Generator().manual_seed(0))(net, x, y)
+    adv = APGD(eps=EPS, generator=torch.Generator().manual_seed(0))(net, x, y)
+    acc_pgd, acc_apgd = accuracy(net, pgd, y), accuracy(net, adv, y)
+    assert acc_apgd <= acc_pgd, f"APGD-100 {acc_apgd:.3f} must not be weaker than PGD-10 {acc_pgd:.3f}"
+    assert acc_apgd < clean
+    assert (adv - x).abs().max() <= EPS + 1e-6
+    lo, hi = x.flatten(1).amin(1), x.flatten(1).amax(1)  # value range taken from each image
+    assert (adv.flatten(1).amin(1) >= lo - 1e-6).all() and (adv.flatten(1).amax(1) <= hi + 1e-6).all()
+
+
+@pytest.mark.slow
+def test_restarts_only_add_successes_and_match_torchattacks(ham):
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = ham
+    one = APGD(eps=EPS, steps=20, n_restarts=1, generator=torch.Generator().manual_seed(1))(net, x, y)
+    three = APGD(eps=EPS, steps=20, n_restarts=3, generator=torch.Generator().manual_seed(1))(net, x, y)
+    with torch.no_grad():
+        wrong_one, wrong_three = net(one).argmax(1) != y, net(three).argmax(1) != y
+    assert (wrong_three | ~wrong_one).all(), "a sample fooled by the first restart must stay fooled"
+    # same algorithm as the reference implementation (images here are in [0, 1], where both clamp alike)
+    with torch.random.fork_rng():  # torchattacks reseeds the global RNG
+        ref = torchattacks.APGD(net, eps=EPS, steps=20, n_restarts=1, seed=0)(x, y)
+    assert abs(accuracy(net, one, y) - accuracy(net, ref, y)) <= 2 / len(y)
+
+
+# --------------------------------------------------------------------------- algorithm pieces
+def test_checkpoint_schedule_matches_croce_hein():
+    # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), x 100 iterations
+    assert apgd_checkpoints(100) == [21, 40, 56, 69, 79, 86, 92, 98]
+    assert apgd_checkpoints(10)[0] == 1 and apgd_checkpoints(1) == [0]
+
+
+def test_dlr_loss_hand_computed():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0], [3.0, 1.0, 2.0, 0.0]])
+    # y = 0 is on top: -(3 - 2) / (3 - 1) = -0.5; y = 2: -(2 - 3) / (3 - 1) = 0.5
+    assert torch.allclose(dlr_loss(logits, torch.tensor([0, 2])), torch.tensor([-0.5, 0.5]))
+    # shift and scale invariant
+    assert torch.allclose(dlr_loss(5 * logits + 7, torch.tensor([0, 2])), torch.tensor([-0.5, 0.5]))
+    with pytest.raises(ValueError, match="K >= 3"):
+        dlr_loss(torch.zeros(2, 2), torch.tensor([0, 1]))
+
+
+def test_dlr_needs_three_classes_and_classification_outputs():
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=">= 3 classes"):
+        APGD(loss="dlr", steps=2)(tiny_cnn(out=2), x, torch.tensor([0, 1]))
+    seg = nn.Conv2d(3, 2, 1)
+    with pytest.raises(ValueError, match="SegPGD"):
+        APGD(steps=2)(seg, x, torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        APGD(steps=2)(tiny_cnn(out=2), x, torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="norm"):
+        APGD(norm="L1")
+    with pytest.raises(ValueError, match="loss"):
+        APGD(loss="hinge")
+
+
+def test_unfooled_sample_gets_the_highest_loss_point_not_the_clean_image():
+    # linear 2-class model with a huge margin: no point in the ball is misclassified and the CE is
+    # maximised exactly at the corner x - eps * sign(w)
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    with torch.no_grad():
+        lin[1].bias.copy_(torch.tensor([10.0, 0.0]))
+    x = torch.rand(3, 3, 4, 4) * 0.5 + 0.25
+    y = torch.zeros(3, dtype=torch.long)
+    adv = APGD(eps=0.05, steps=20, value_range=None)(lin, x, y)
+    w = (lin[1].weight[0] - lin[1].weight[1]).reshape(1, 3, 4, 4)
+    assert torch.allclose(adv, x - 0.05 * w.sign(), atol=1e-6)
+
+
+def test_per_sample_eps_and_3d_inputs_and_l2():
+    torch.manual_seed(0)
+    net3d = tiny_cnn(out=3, dims=3)
+    x = torch.rand(3, 3, 8, 8, 8)
+    with torch.no_grad():
+        y = net3d(x).argmax(1)  # correctly classified at the start, so the attack has work to do
+    eps = torch.tensor([0.0, 0.02, 0.1])
+    adv = APGD(eps=eps, steps=5, loss="dlr")(net3d, x, y)
+    linf = (adv - x).flatten(1).abs().amax(1)
+    assert adv.shape == x.shape
+    assert linf[0] == 0 and (linf <= eps + 1e-6).all() and linf[2] > 0.02
+    adv2 = APGD(eps=0.5, norm="L2", steps=5)(net3d, x, torch.nn.functional.one_hot(y, 3).float())
+    assert (adv2 != x).any()
+    assert ((adv2 - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+
+
+def test_sigmoid_binary_classifier_model_state_and_no_grad():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 1))
+    net.train()
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        net.eval()
+        y = (net(x)[:, 0] > 0).long()
+        net.train()
+    running = net[1].running_mean.clone()
+    with torch.no_grad():
+        adv = APGD(eps=1.0, steps=10, value_range=None)(net, x, y)
+    assert net.training and torch.equal(net[1].running_mean, running)
+    assert all(p.grad is None for p in net.parameters())
+    net.eval()
+    with torch.no_grad():
+        assert ((net(adv)[:, 0] > 0).long() != y).all(), "eps=1 unclamped must flip a tiny sigmoid classifier"
+
+
+def test_registry_names():
+    assert isinstance(build_attack("apgd"), APGD) and build_attack("apgd").steps == 100
+    assert build_attack("APGD-CE").loss_name == "ce"
+    dlr = build_attack("apgd-dlr", eps=4 / 255)
+    assert isinstance(dlr, APGDDLR) and dlr.indiv_loss is dlr_loss and dlr.eps == 4 / 255
+    assert build_attack("25-apgd").steps == 25
