@@ -14,6 +14,7 @@ from monai_dpaat.data.ham10000 import (
     ham10000_transforms,
     read_ham10000_metadata,
 )
+from monai_dpaat.data.indexed import IndexedDataset
 from monai_dpaat.data.nifti import BRATS_WHOLE_TUMOUR, check_nifti_file, nifti_datalist, nifti_transforms
 from monai_dpaat.data.nuinsseg import (
     nuinsseg_datalist,
@@ -31,6 +32,7 @@ from monai_dpaat.data.transforms import (
 from monai_dpaat.data.utils import check_image_file, load_datalist, logger, reindex, to_rgb
 
 __all__ = [
+    "IndexedDataset",
     "HAM10000_CLASSES",
     "ham10000_datalists",
     "ham10000_transforms",

@@ -243,6 +243,7 @@ def ham10000_transforms(
     train: bool = False,
     prob: float = 0.5,
     track_meta: bool = False,
+    with_label: bool = True,
 ) -> Compose:
     """Dict transforms for HAM10000 items (keys ``"image"``, ``"label"``).
 
@@ -257,6 +258,7 @@ def ham10000_transforms(
         prob: probability of each random transform.
         track_meta: keep :class:`monai.data.MetaTensor` outputs (default: plain tensors, which the
             attacks and Grad-CAM prefer).
+        with_label: items carry a ``"label"`` (False for inference on unlabelled images).
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     xforms = [
@@ -278,6 +280,7 @@ def ham10000_transforms(
             xforms.append(RandRotate90d(keys="image", prob=prob, max_k=3))
     xforms += [
         EnsureTyped(keys="image", dtype=torch.float32, track_meta=track_meta),
-        EnsureTyped(keys="label", dtype=torch.long, track_meta=False),
     ]
+    if with_label:
+        xforms.append(EnsureTyped(keys="label", dtype=torch.long, track_meta=False))
     return Compose(xforms)

@@ -1,0 +1,193 @@
+"""The HAM10000 classification bundle run through ``monai.bundle`` on the real sample data.
+
+Each test copies the bundle into ``tmp_path`` (outputs never land in the repo) and points ``dataset_dir`` at the
+sample data. The runs use ``configs/quick.json`` (small_cnn, 64x64, mel vs nv, a few dozen images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "ham10000_dpaat_classification"
+OVERRIDES = REPO / "bundles" / "overrides"
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_bundle(tmp_path: Path) -> Path:
+    root = tmp_path / "bundle"
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    return root
+
+
+def _configs(*names: str) -> str:
+    return "[" + ",".join(f"'configs/{n}.json'" for n in names) + "]"
+
+
+def _bundle_cmd(root: Path, data_dir: Path, configs: str, *extra: str, launcher=(sys.executable, "-m")) -> list[str]:
+    return [*launcher, "monai.bundle", "run", "--config_file", configs, "--bundle_root", str(root),
+            "--dataset_dir", str(data_dir / "ham10000"), *extra]
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """One quick DPAAT training run shared by the evaluate/robustness/inference tests."""
+    root = _copy_bundle(tmp_path_factory.mktemp("cls"))
+    log = _run(_bundle_cmd(root, data_dir, _configs("train", "quick")), cwd=root)
+    return root, log
+
+
+def test_train_writes_checkpoints_events_and_logs_adversarial_numbers(trained):
+    root, log = trained
+    assert (root / "models" / "model.pt").is_file()
+    assert (root / "models" / "checkpoint_epoch=3.pt").is_file()
+    assert list((root / "eval").glob("events.out.tfevents.*")), "no TensorBoard events written"
+    # DPAAT's per-epoch numbers and the robust validation reach the logs (and so TensorBoard)
+    assert "adv_eps_mean" in log and "adv_fragile_fraction" in log
+    assert "robust_worst_case_accuracy" in log
+    ckpt = torch.load(root / "models" / "checkpoint_epoch=3.pt", map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "method"} <= set(ckpt)
+    assert ckpt["trainer"]["epoch"] == 3
+    assert ckpt["method"]["epsilon"].numel() > 0
+
+
+def test_evaluate_writes_metrics_csv(trained, data_dir):
+    root, _ = trained
+    _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "evaluate")), cwd=root)
+    metrics = (root / "eval" / "metrics.csv").read_text()
+    assert "val_accuracy" in metrics
+
+
+def test_robustness_writes_the_dpaat_table(trained, data_dir):
+    root, _ = trained
+    out = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "robustness")), cwd=root)
+    report = root / "eval" / "robustness"
+    data = json.loads((report / "report.json").read_text())
+    acc = data["tables"]["accuracy"]
+    for row in ("Original", "FGSM", "10-IFGSM", "20-IFGSM", "20-PGD", "50-PGD", "Worst case"):
+        assert row in acc, f"row {row} missing from the accuracy table: {sorted(acc)}"
+    assert (report / "table_accuracy.csv").is_file() and (report / "accuracy_vs_eps.png").is_file()
+    assert "| 50-PGD |" in out  # the table is printed at the end of the run
+
+
+def test_inference_saves_predictions_and_verifies_net_io(trained, data_dir):
+    root, _ = trained
+    quick = ["--network_name", "small_cnn", "--image_size", "64", "--classes", "['mel','nv']"]
+    _run(_bundle_cmd(root, data_dir, "configs/inference.json", *quick), cwd=root)
+    rows = (root / "eval" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 16 and all(len(r.split(",")) == 3 for r in rows)
+    _run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def", "--meta_file",
+          "configs/metadata.json", "--config_file", "configs/inference.json", *quick], cwd=root)
+    _run([sys.executable, "-m", "monai.bundle", "ckpt_export", "--net_id", "network_def", "--filepath",
+          str(root / "models" / "model.ts"), "--ckpt_file", str(root / "models" / "model.pt"),
+          "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", *quick], cwd=root)
+    assert (root / "models" / "model.ts").is_file()
+
+
+def test_two_process_gloo_torchrun(tmp_path, data_dir):
+    root = _copy_bundle(tmp_path)
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")
+    out = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "multi_gpu_train"), "--max_epochs", "1",
+                           "--robust_val_interval", "5", launcher=launcher), cwd=root)
+    assert (root / "models" / "checkpoint_epoch=1.pt").is_file(), out[-2000:]
+    ckpt = torch.load(root / "models" / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
+    # DDP-trained weights are saved without the "module." prefix of the wrapper's state dict? (either loads)
+    assert ckpt["trainer"]["epoch"] == 1
+
+
+def test_killed_run_resumes_with_method_state(tmp_path, data_dir):
+    root = _copy_bundle(tmp_path)
+    cmd = _bundle_cmd(root, data_dir, _configs("train", "quick"), "--max_epochs", "4", "--robust_val_interval", "9")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    second = root / "models" / "checkpoint_epoch=2.pt"
+    deadline = time.time() + 240
+    while not second.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert second.is_file(), "the run never wrote its epoch-2 checkpoint"
+    finished = root / "models" / "checkpoint_epoch=4.pt"
+    if finished.exists():
+        pytest.skip("the run finished before it could be killed")
+    before = torch.load(second, map_location="cpu", weights_only=True)
+    log = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "resume"), "--max_epochs", "4",
+                           "--robust_val_interval", "9"), cwd=root)
+    assert "resuming from iteration" in log or "Engine run resuming" in log
+    after = torch.load(finished, map_location="cpu", weights_only=True)
+    assert after["trainer"]["epoch"] == 4
+    # DPAAT's running statistics continued from the checkpoint, not from scratch
+    iters_per_epoch = after["trainer"]["iteration"] // 4
+    restored = int(before["method"]["num_updates"]) + 2 * iters_per_epoch
+    assert int(after["method"]["num_updates"]) == restored
+
+
+PLAIN_BUNDLE = {
+    "imports": ["$import glob", "$import os"],
+    "bundle_root": ".",
+    "dataset_dir": "",
+    "device": "$torch.device('cpu')",
+    "images": "$sorted(glob.glob(os.path.join(@dataset_dir, 'HAM10000_images_part_1', '*.jpg')))[:24]",
+    "network_def": {"_target_": "Classifier", "in_shape": [3, 32, 32], "classes": 2, "channels": [8, 16],
+                    "strides": [2, 2]},
+    "network": "$@network_def.to(@device)",
+    "loss": {"_target_": "torch.nn.CrossEntropyLoss"},
+    "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
+    "train": {
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": "image", "image_only": True, "ensure_channel_first": True},
+            {"_target_": "ScaleIntensityd", "keys": "image"},
+            {"_target_": "Resized", "keys": "image", "spatial_size": [32, 32]},
+            {"_target_": "EnsureTyped", "keys": "image", "track_meta": False},
+        ]},
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': f, 'label': i % 2} for i, f in enumerate(@images)]",
+                    "transform": "@train#preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 8, "shuffle": True},
+        "inferer": {"_target_": "SimpleInferer"},
+        "trainer": {"_target_": "SupervisedTrainer", "max_epochs": 2, "device": "@device",
+                    "train_data_loader": "@train#dataloader", "network": "@network", "loss_function": "@loss",
+                    "optimizer": "@optimizer", "inferer": "@train#inferer"},
+    },
+    "run": ["$@train#trainer.run()"],
+}
+
+
+@pytest.mark.parametrize("override", ["dpaat_train", "adversarial_train"])
+def test_override_adds_adversarial_training_to_a_plain_monai_bundle(tmp_path, data_dir, override):
+    from monai.bundle import ConfigWorkflow
+
+    plain = tmp_path / "train.json"
+    plain.write_text(json.dumps(PLAIN_BUNDLE))
+    assert "monai_dpaat" not in plain.read_text()
+    workflow = ConfigWorkflow(config_file=[str(plain), str(OVERRIDES / f"{override}.json")], workflow_type=None,
+                              dataset_dir=str(data_dir / "ham10000"), bundle_root=str(tmp_path))
+    workflow.initialize()
+    workflow.run()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    method = workflow.parser.get_parsed_content("adversarial_iteration")
+    assert trainer.state.epoch == 2
+    assert type(method).__name__ == {"dpaat_train": "DPAATIteration", "adversarial_train": "ATIteration"}[override]
+    assert "loss_adv" in trainer.state.adversarial  # the adversarial loss was computed every step
+    if override == "dpaat_train":
+        eps = method.state_dict()["epsilon"]
+        assert not torch.allclose(eps, torch.full_like(eps, float(eps[0]))) or float(eps[0]) != method.eps_init
+    workflow.finalize()
