@@ -1,0 +1,309 @@
+"""Metrics of the robustness tables, per sample where the worst case needs it.
+
+Classification (Li et al. 2024, DPAAT): accuracy (GAcc on clean inputs, RAcc on adversarial ones), macro
+precision / recall / F1 (from MONAI's confusion-matrix utilities), the ``K x K`` confusion matrix and
+mAP / mARP = the mean over classes of the average precision of the softmax scores (clean / adversarial).
+
+Segmentation (Koishiyeva et al. 2025): Dice (:class:`monai.metrics.DiceMetric`), mean IoU
+(:class:`monai.metrics.MeanIoU`), HD95 (:class:`monai.metrics.HausdorffDistanceMetric`, ``percentile=95``),
+pixel accuracy and the mean loss, all kept per sample by :class:`SegmentationMetrics`.
+
+Conventions: a class with no predicted sample has precision 0 (scikit-learn's ``zero_division=0``); a
+class with no positive sample has no average precision and is left out of the mAP mean; an HD95 that is
+undefined (empty prediction or empty ground truth) is left out of the HD95 mean and counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from monai.metrics import (
+    DiceMetric,
+    HausdorffDistanceMetric,
+    MeanIoU,
+    compute_confusion_matrix_metric,
+    get_confusion_matrix,
+)
+from monai.networks.utils import one_hot
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "SEGMENTATION_METRICS",
+    "METRIC_TITLES",
+    "accuracy",
+    "confusion_matrix",
+    "macro_precision_recall_f1",
+    "average_precision",
+    "mean_average_precision",
+    "classification_summary",
+    "scores_from_logits",
+    "discretize_segmentation",
+    "pixel_accuracy",
+    "SegmentationMetrics",
+    "perturbation_norms",
+    "finite_mean",
+]
+
+#: metric keys of a classification row, in table order
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "map", "linf", "l2")
+#: metric keys of a segmentation row, in table order
+SEGMENTATION_METRICS = ("dice", "iou", "pixel_accuracy", "loss", "hd95", "linf", "l2")
+#: human-readable table titles (the papers' names where they have one)
+METRIC_TITLES = {
+    "accuracy": "Accuracy (%): Original = GAcc, attacks = RAcc",
+    "precision": "Macro precision",
+    "recall": "Macro recall",
+    "f1": "Macro F1-score",
+    "map": "mAP (Original) / mARP (attacks)",
+    "dice": "Dice",
+    "iou": "Mean IoU",
+    "pixel_accuracy": "Pixel accuracy",
+    "loss": "Mean loss",
+    "hd95": "HD95 (pixels)",
+    "linf": "Mean L-inf perturbation",
+    "l2": "Mean L2 perturbation",
+}
+
+
+def _as_index(labels: torch.Tensor, name: str = "labels") -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be class indices of shape (N,), got shape {tuple(labels.shape)}")
+    return labels.long()
+
+
+def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``predictions`` ``(N,)`` equal to ``labels`` ``(N,)`` (a number in [0, 1]; NaN if N = 0)."""
+    predictions, labels = _as_index(predictions, "predictions"), _as_index(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
+    if labels.numel() == 0:
+        return float("nan")
+    return float((predictions == labels).double().mean())
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(K, K)`` int64 matrix: entry ``[i, j]`` counts samples of true class ``i`` predicted as ``j``."""
+    predictions, labels = _as_index(predictions, "predictions"), _as_index(labels)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    for name, t in (("predictions", predictions), ("labels", labels)):
+        if t.numel() and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes - 1}], got range [{int(t.min())}, {int(t.max())}]")
+    flat = labels.cpu() * num_classes + predictions.cpu()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def macro_precision_recall_f1(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Macro (unweighted class mean) precision, recall and F1 from MONAI's per-class confusion counts.
+
+    ``predictions``/``labels``: ``(N,)`` class indices. Classes that are neither present nor predicted are
+    left out of the mean; 0/0 precision or recall counts as 0 (scikit-learn's ``zero_division=0``).
+    """
+    predictions, labels = _as_index(predictions, "predictions"), _as_index(labels)
+    if labels.numel() == 0:
+        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    pred_oh = one_hot(predictions.cpu()[:, None], num_classes, dim=1)
+    label_oh = one_hot(labels.cpu()[:, None], num_classes, dim=1)
+    counts = get_confusion_matrix(pred_oh, label_oh, include_background=True).sum(0)  # (K, 4): tp fp tn fn
+    seen = (counts[:, 0] + counts[:, 1] + counts[:, 3]) > 0
+    out = {}
+    for key, monai_name in (("precision", "precision"), ("recall", "recall"), ("f1", "f1 score")):
+        per_class = torch.nan_to_num(compute_confusion_matrix_metric(monai_name, counts), nan=0.0)
+        out[key] = float(per_class[seen].double().mean()) if seen.any() else float("nan")
+    return out
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Average precision of one class: ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds
+    (no interpolation; the same definition as scikit-learn's ``average_precision_score``).
+
+    ``scores``: ``(N,)`` scores of the class; ``targets``: ``(N,)`` in {0, 1}. NaN when there is no positive.
+    """
+    scores = torch.as_tensor(scores).detach().double().flatten().cpu()
+    targets = torch.as_tensor(targets).detach().double().flatten().cpu()
+    if scores.shape != targets.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ in shape")
+    if targets.sum() <= 0:
+        return float("nan")
+    order = torch.argsort(scores, descending=True, stable=True)
+    s, t = scores[order], targets[order]
+    tps, fps = torch.cumsum(t, 0), torch.cumsum(1 - t, 0)
+    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([s.numel() - 1])])
+    tps, fps = tps[last], fps[last]
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    recall_prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
+    return float(((recall - recall_prev) * precision).sum())
+
+
+def mean_average_precision(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """mAP (mARP on adversarial inputs): mean over classes of :func:`average_precision` of column ``k`` of
+    ``probabilities`` ``(N, K)`` against ``labels == k``; classes without a positive sample are skipped."""
+    probabilities = torch.as_tensor(probabilities)
+    labels = _as_index(labels)
+    if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
+        raise ValueError(f"probabilities must be (N, K) with N = {labels.shape[0]}, got {tuple(probabilities.shape)}")
+    aps = [average_precision(probabilities[:, k], (labels == k)) for k in range(probabilities.shape[1])]
+    aps = [a for a in aps if a == a]
+    return float(sum(aps) / len(aps)) if aps else float("nan")
+
+
+def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(N, K)`` from classifier logits ``(N, K)``; a one-logit (sigmoid) output
+    ``(N, 1)`` becomes ``(N, 2)`` = ``[1 - p, p]``."""
+    if isinstance(logits, (list, tuple)):
+        logits = logits[0]
+    if logits.ndim != 2:
+        raise ValueError(f"classifier output must be (N, K) logits, got shape {tuple(logits.shape)}")
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits.float())
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def classification_summary(probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> dict:
+    """All classification metrics of one table row from ``probabilities`` ``(N, K)`` and ``labels`` ``(N,)``:
+    ``accuracy``, ``precision``, ``recall``, ``f1``, ``map`` and ``confusion`` (a ``K x K`` nested list)."""
+    probabilities = torch.as_tensor(probabilities).cpu()
+    labels = _as_index(labels).cpu()
+    k = int(num_classes or probabilities.shape[1])
+    predictions = probabilities.argmax(1)
+    out: dict[str, Any] = {"accuracy": accuracy(predictions, labels)}
+    out.update(macro_precision_recall_f1(predictions, labels, k))
+    out["map"] = mean_average_precision(probabilities, labels)
+    out["confusion"] = confusion_matrix(predictions, labels, k).tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- segmentation
+def discretize_segmentation(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From segmentation logits ``(N, K, *spatial)`` return ``(labels (N, 1, *spatial), one_hot)``; the one-hot
+    has ``K`` channels (``K > 1``, argmax) or one foreground channel (``K = 1``, sigmoid > 0.5)."""
+    if isinstance(output, (list, tuple)):
+        output = output[0]
+    if output.ndim < 3:
+        raise ValueError(f"segmentation output must be (N, K, *spatial), got shape {tuple(output.shape)}")
+    if output.shape[1] == 1:
+        labels = (output > 0).long()
+        return labels, labels.float()
+    labels = output.argmax(1, keepdim=True)
+    return labels, one_hot(labels, output.shape[1], dim=1)
+
+
+def pixel_accuracy(pred_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample fraction of pixels whose predicted label equals the true one (background included).
+
+    ``pred_labels``, ``labels``: ``(N, 1, *spatial)`` (or ``(N, *spatial)``) integer maps -> ``(N,)``."""
+    if pred_labels.shape != labels.shape:
+        labels = labels.reshape(pred_labels.shape)
+    eq = (pred_labels.long() == labels.long()).reshape(pred_labels.shape[0], -1)
+    return eq.double().mean(1)
+
+
+def finite_mean(values: torch.Tensor) -> float:
+    """Mean of the finite entries (NaN when there are none)."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    values = values[torch.isfinite(values)]
+    return float(values.mean()) if values.numel() else float("nan")
+
+
+class SegmentationMetrics:
+    """Accumulates per-sample segmentation metrics of one table row over batches.
+
+    ``update(output, labels, loss)`` takes logits ``(B, K, *spatial)``, labels ``(B, 1, *spatial)`` and the
+    per-sample losses ``(B,)``. Dice / IoU / HD95 come from MONAI's metric classes with ``reduction="none"``
+    (background excluded when ``K > 1``; the single channel is the foreground when ``K = 1``) and are
+    averaged over classes per sample (NaN-aware).
+
+    Args:
+        hd95: compute HD95 (the slowest metric; off gives NaN).
+    """
+
+    def __init__(self, hd95: bool = True) -> None:
+        self.hd95 = bool(hd95)
+        self._include_bg: bool | None = None
+        self._values: dict[str, list[torch.Tensor]] = {k: [] for k in ("dice", "iou", "pixel_accuracy", "loss", "hd95")}
+        self._dice = self._iou = self._hd = None
+
+    def _metrics(self, num_channels: int):
+        include_bg = num_channels == 1
+        if self._dice is None or include_bg != self._include_bg:
+            self._include_bg = include_bg
+            self._dice = DiceMetric(include_background=include_bg, reduction="none")
+            self._iou = MeanIoU(include_background=include_bg, reduction="none")
+            self._hd = HausdorffDistanceMetric(include_background=include_bg, percentile=95, reduction="none")
+        return self._dice, self._iou, self._hd
+
+    @staticmethod
+    def _class_mean(values: torch.Tensor) -> torch.Tensor:
+        values = values.double().reshape(values.shape[0], -1)
+        finite = torch.isfinite(values)
+        total = torch.where(finite, values, torch.zeros_like(values)).sum(1)
+        count = finite.sum(1)
+        return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+    def update(self, output: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Add one batch; returns its per-sample values ``{metric: (B,)}``."""
+        if isinstance(output, (list, tuple)):
+            output = output[0]
+        pred_labels, pred_oh = discretize_segmentation(output.detach())
+        k = output.shape[1]
+        labels = labels.reshape(pred_labels.shape).long()
+        label_oh = labels.float() if k == 1 else one_hot(labels, k, dim=1)
+        dice_m, iou_m, hd_m = self._metrics(k)
+        batch = {
+            "dice": self._class_mean(dice_m(pred_oh, label_oh).cpu()),
+            "iou": self._class_mean(iou_m(pred_oh, label_oh).cpu()),
+            "pixel_accuracy": pixel_accuracy(pred_labels, labels).cpu(),
+            "loss": torch.as_tensor(loss, dtype=torch.float64).detach().cpu().reshape(-1),
+        }
+        if self.hd95:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                batch["hd95"] = self._class_mean(hd_m(pred_oh.cpu(), label_oh.cpu()).cpu())
+        else:
+            batch["hd95"] = torch.full((output.shape[0],), float("nan"), dtype=torch.float64)
+        for m in (dice_m, iou_m, hd_m):
+            m.reset()
+        for key, value in batch.items():
+            self._values[key].append(value)
+        return batch
+
+    def per_sample(self) -> dict[str, torch.Tensor]:
+        """``{metric: (N,)}`` over every sample seen so far."""
+        return {k: (torch.cat(v) if v else torch.zeros(0, dtype=torch.float64)) for k, v in self._values.items()}
+
+    def summary(self) -> dict[str, float]:
+        """Row values: the NaN-aware sample means, plus ``hd95_undefined`` (samples without a finite HD95)."""
+        values = self.per_sample()
+        out = {k: finite_mean(v) for k, v in values.items()}
+        out["hd95_undefined"] = int((~torch.isfinite(values["hd95"])).sum()) if self.hd95 else 0
+        return out
+
+
+def summarize_segmentation(values: dict[str, torch.Tensor], hd95: bool = True) -> dict[str, float]:
+    """Row values from per-sample ``{metric: (N,)}`` tensors (used for the worst-case row)."""
+    out = {k: finite_mean(v) for k, v in values.items()}
+    out["hd95_undefined"] = int((~torch.isfinite(values["hd95"])).sum()) if hd95 else 0
+    return out
+
+
+def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample L-inf and L2 norms ``(N,)`` of ``adversarial - clean`` (both ``(N, C, *spatial)``)."""
+    delta = (adversarial.detach() - clean.detach()).reshape(clean.shape[0], -1).double()
+    return delta.abs().amax(1).cpu(), delta.norm(p=2, dim=1).cpu()
+
+
+def per_sample_loss(loss_function: Callable, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` losses, ``loss_function`` applied to each sample of the batch on its own."""
+    if isinstance(output, (list, tuple)):
+        output = output[0]
+    return torch.stack([torch.as_tensor(loss_function(output[i : i + 1], labels[i : i + 1])).detach().reshape(())
+                        for i in range(output.shape[0])]).double().cpu()

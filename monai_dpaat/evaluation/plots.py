@@ -1,0 +1,155 @@
+"""PNG plots of robustness results (matplotlib's Agg canvas; no pyplot state, safe headless).
+
+- :func:`plot_metric_vs_eps`: a metric against the budget, one line per attack (and line style per model).
+- :func:`plot_metric_by_attack`: grouped bars, attacks x models, of one metric table.
+- :func:`plot_confusion_matrices`: the confusion matrices of one result (clean, each attack, worst case),
+  as Li et al. 2024's Fig. 2.
+
+Each figure is written atomically (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .metrics import METRIC_TITLES
+from .suite import ORIGINAL, WORST_CASE, RobustnessResult
+
+__all__ = ["plot_metric_vs_eps", "plot_metric_by_attack", "plot_confusion_matrices", "save_figure"]
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Render ``fig`` to PNG bytes and write them atomically to ``path``."""
+    from .report import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+_SHORT = {"accuracy": "Accuracy (%)", "map": "mAP / mARP", "dice": "Dice", "iou": "Mean IoU", "loss": "Mean loss",
+          "pixel_accuracy": "Pixel accuracy", "hd95": "HD95 (pixels)", "f1": "Macro F1", "precision": "Macro precision",
+          "recall": "Macro recall", "linf": "Mean L-inf", "l2": "Mean L2"}
+
+
+def _label(metric: str) -> str:
+    return _SHORT.get(metric, METRIC_TITLES.get(metric, metric))
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric == "accuracy" else 1.0
+
+
+def plot_metric_vs_eps(sweeps: Mapping[str, Mapping[float, RobustnessResult]], metric: str,
+                       path: str | os.PathLike, rows: Sequence[str] | None = None) -> Path:
+    """``metric`` against epsilon: one colour per row (attack, ``Worst case``), one line style per model.
+
+    Args:
+        sweeps: ``{model: {eps: RobustnessResult}}``; the clean row is drawn at each eps as a flat reference.
+        metric: a row metric (``accuracy``, ``dice``...).
+        path: PNG file to write.
+        rows: rows to draw (default every row of the results).
+    """
+    if not sweeps:
+        raise ValueError("sweeps is empty: nothing to plot")
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    colours: dict[str, Any] = {}
+    cycle = [f"C{i}" for i in range(10)]
+    for m_idx, (model, by_eps) in enumerate(sweeps.items()):
+        eps_values = sorted(float(e) for e in by_eps)
+        if not eps_values:
+            continue
+        results = [by_eps[e] for e in eps_values]
+        names = list(rows) if rows is not None else list(results[0].rows)
+        for name in names:
+            ys = [r.rows.get(name, {}).get(metric) for r in results]
+            if all(y is None for y in ys):
+                continue
+            ys = [math.nan if y is None else float(y) * _scale(metric) for y in ys]
+            colour = colours.setdefault(name, cycle[len(colours) % len(cycle)])
+            label = name if len(sweeps) == 1 else f"{model}: {name}"
+            style = _LINESTYLES[m_idx % len(_LINESTYLES)]
+            marker = "" if name == ORIGINAL else "o"
+            width = 2.5 if name == WORST_CASE else 1.5
+            ax.plot([e * 255 for e in eps_values], ys, linestyle=style, marker=marker, color=colour,
+                    linewidth=width, label=label)
+    ax.set_xlabel("epsilon (x 1/255)")
+    ax.set_ylabel(_label(metric))
+    ax.set_title(f"{_label(metric)} vs epsilon")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+def plot_metric_by_attack(table: Mapping[str, Any], metric: str, path: str | os.PathLike) -> Path:
+    """Grouped bars of one table from :func:`~monai_dpaat.evaluation.report.combine_results`: one group per
+    row (Original, attacks, Worst case), one bar per column (model)."""
+    rows, cols = list(table["rows"]), list(table["columns"])
+    if not rows or not cols:
+        raise ValueError("the table has no rows or no columns: nothing to plot")
+    fig = _figure(max(6.0, 0.9 * len(rows) + 1.5), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(cols)
+    for j, col in enumerate(cols):
+        ys = [table["values"][r][col] for r in rows]
+        ys = [0.0 if y is None or math.isnan(y) else y * _scale(metric) for y in ys]
+        ax.bar([i + (j - (len(cols) - 1) / 2) * width for i in range(len(rows))], ys, width=width, label=col)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(_label(metric))
+    ax.set_title(_label(metric))
+    ax.grid(True, axis="y", alpha=0.3)
+    if len(cols) > 1:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrices(result: RobustnessResult, path: str | os.PathLike, rows: Sequence[str] | None = None,
+                            title: str | None = None) -> Path:
+    """Confusion matrices of one classification result side by side (rows = true, columns = predicted)."""
+    if not result.confusion:
+        raise ValueError("the result has no confusion matrices (classification only)")
+    names = [r for r in (rows or list(result.confusion)) if r in result.confusion]
+    if not names:
+        raise ValueError(f"none of the rows {list(rows or [])} has a confusion matrix")
+    k = len(result.confusion[names[0]])
+    classes = result.class_names if result.class_names and len(result.class_names) == k else [str(i) for i in range(k)]
+    ncols = min(4, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _figure(2.6 * ncols + 0.4, 2.6 * nrows + 0.6)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        cm = result.confusion[name]
+        top = max(1, max(max(r) for r in cm))
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=top)
+        for a in range(k):
+            for b in range(k):
+                ax.text(b, a, str(cm[a][b]), ha="center", va="center", fontsize=8,
+                        color="white" if cm[a][b] > top / 2 else "black")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(classes, fontsize=7)
+        ax.set_yticklabels(classes, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
