@@ -93,33 +93,14 @@ def _parse_attacks(attacks: Any) -> Any:
     return attacks
 
 
-def _state_dict_of(obj: Any, path: Path) -> dict:
-    if isinstance(obj, Mapping):
-        for key in ("model", "network", "net", "state_dict", "model_state_dict"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise CLIError(f"checkpoint {str(path)!r} holds no state dict (got {type(obj).__name__})")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
 def load_checkpoint(network: Any, checkpoint: str | os.PathLike) -> None:
-    """Load a state dict (or a MONAI ``CheckpointSaver`` file: ``{"model"|"network": state_dict}``) into ``network``."""
-    import torch
+    """Load weights into ``network`` (see :func:`monai_dpaat.utils.load_weights`); errors become ``CLIError``."""
+    from monai_dpaat.utils import load_weights
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise CLIError(f"checkpoint {str(path)!r} does not exist")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CLIError(f"cannot read checkpoint {str(path)!r}: {err}") from None
-    try:
-        network.load_state_dict(_state_dict_of(obj, path), strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise CLIError(f"checkpoint {str(path)!r} does not fit the network: {' '.join(first[:3])}") from None
+        load_weights(network, checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
 
 
 SEGMENTATION_NETWORKS = ("unet", "attention-unet++")

@@ -7,9 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("MONAI_DPAAT_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+# pytest-xdist runs two workers on the two cores: one intra-op thread each avoids oversubscription, which
+# makes the tiny models of the tests many times slower
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

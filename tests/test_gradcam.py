@@ -123,7 +123,7 @@ def test_target_layer_detection_and_errors():
         find_target_layer(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
     with pytest.raises(ValueError, match="'network'"):
         load_model_specs({"STD": {"checkpoint": "x.pt"}})
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model_specs({"STD": {"network": tiny_cnn(), "checkpoint": "/nonexistent/x.pt"}})
     with pytest.raises(ValueError, match="'name'"):
         load_model_specs([{"network": tiny_cnn()}])

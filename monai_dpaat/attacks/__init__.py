@@ -28,3 +28,14 @@ __all__ = [
     "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
     "build_attack", "canonical_name", "register_attack",
 ]
+
+# strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)
+from .apgd import APGD, APGDDLR, dlr_loss  # noqa: E402
+from .cospgd import CosPGD  # noqa: E402
+from .segpgd import DenseAttack, SegPGD  # noqa: E402
+
+register_attack("apgd", APGD, aliases=("apgd-ce", "auto-pgd", "autopgd"))
+register_attack("apgd-dlr", APGDDLR, aliases=("apgddlr",))
+register_attack("segpgd", SegPGD, aliases=("seg-pgd",))
+register_attack("cospgd", CosPGD, aliases=("cos-pgd",))
+__all__ += ["APGD", "APGDDLR", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD"]

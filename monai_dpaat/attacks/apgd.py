@@ -210,10 +210,10 @@ class APGD(Attack):
 
     def _random_start(self, x, eps, lo, hi) -> torch.Tensor:
         if self.norm == "Linf":
-            t = torch.empty_like(x).uniform_(-1.0, 1.0, generator=self.generator)
+            t = self.noise_like(x, "uniform")
             t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).reshape(-1, *([1] * (x.ndim - 1)))
         else:
-            t = torch.empty_like(x).normal_(generator=self.generator)
+            t = self.noise_like(x, "normal")
             t = t / _l2(t).clamp_min(1e-12)
         return self.clamp(x + eps * t, lo, hi)
 

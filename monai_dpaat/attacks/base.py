@@ -11,21 +11,31 @@ An attack is called as ``adv = attack(network, images, targets)``:
 The network is left exactly as found: the train/eval flag of every submodule is restored, buffers
 (BatchNorm running statistics) are restored, and gradients are taken with ``torch.autograd.grad`` with
 respect to the input only, so parameters' ``.grad`` are never touched. Attacks work when called under
-``torch.no_grad()`` or ``torch.inference_mode()`` (MONAI evaluators call the network so).
+``torch.no_grad()`` or ``torch.inference_mode()`` (MONAI evaluators call the network so). A ``MetaTensor``
+batch is attacked as a plain tensor (metadata tracking would slow every step) and returned as a
+``MetaTensor`` with its metadata.
+
+Subclasses implement :meth:`Attack.perturb`; they must not modify the clean ``x`` in place (it may share
+memory with the caller's images). The step loops build each step with in-place ops on fresh tensors and
+project with :meth:`Attack.project`, which keeps the per-step overhead below torchattacks'
+(``benchmarks/attacks.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from monai.losses import DeepSupervisionLoss
+from monai.data import MetaTensor
+from monai.utils import convert_to_dst_type
 
-__all__ = ["Attack", "default_loss", "as_per_sample", "restore_model_state"]
+__all__ = ["Attack", "default_loss", "as_per_sample", "restore_model_state", "resize_target"]
 
 ValueRange = tuple[float, float] | str | None
 
@@ -63,14 +73,57 @@ def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor) -
     NaN or a length that is not the batch size.
     """
     n, ndim = batch.shape[0], batch.ndim
-    t = torch.as_tensor(value, dtype=batch.dtype, device=batch.device)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not value >= 0:  # also catches NaN
+            raise ValueError(f"{name} must be >= 0 and not NaN, got {value}")
+        return torch.full((n,) + (1,) * (ndim - 1), float(value), dtype=batch.dtype, device=batch.device)
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a number or a tensor of shape ({n},), got {type(value).__name__}")
+    t = value.detach().to(dtype=batch.dtype, device=batch.device)
     if t.ndim == 0:
         t = t.expand(n)
     elif t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{name} must be a number or a tensor of shape ({n},) (one per sample), got shape {tuple(t.shape)}")
-    if torch.isnan(t).any() or (t < 0).any():
+    if not bool((t >= 0).all()):  # one device sync; NaN fails the comparison too
         raise ValueError(f"{name} must be >= 0 and not NaN, got {t.tolist()}")
     return t.reshape(n, *([1] * (ndim - 1)))
+
+
+def _check_budget(value: Any, name: str) -> None:
+    """Constructor-time check of ``eps``/``alpha``: a number or a tensor, all values >= 0 and not NaN."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise ValueError(f"{name} must be a number or a (N,) tensor, got {value!r}")
+    bad = not bool((torch.as_tensor(value) >= 0).all()) if isinstance(value, torch.Tensor) else not value >= 0
+    if bad:
+        raise ValueError(f"{name} must be >= 0 and not NaN, got {value}")
+
+
+def resize_target(target: Any, output: torch.Tensor) -> Any:
+    """Resize a dense ``target`` to ``output``'s spatial size with nearest-neighbour sampling, keeping its dtype.
+
+    ``target`` may be ``(N, C, *spatial)`` or ``(N, *spatial)``; anything else (class indices ``(N,)``,
+    one-hot ``(N, K)``, non-tensors) and targets already at the right size are returned as they are. Used for
+    deep-supervision outputs; unlike MONAI's ``DeepSupervisionLoss`` this also works on integer label maps
+    (``F.interpolate`` has no nearest kernel for ``long`` on CPU, so labels are resized as floats, which is exact).
+    """
+    if not isinstance(target, torch.Tensor) or output.ndim < 3:
+        return target
+    spatial = tuple(output.shape[2:])
+    if target.ndim == output.ndim:
+        t = target
+    elif target.ndim == output.ndim - 1 and target.shape[0] == output.shape[0]:
+        t = target.unsqueeze(1)
+    else:
+        return target
+    if tuple(t.shape[2:]) == spatial:
+        return target
+    resized = F.interpolate(t.float(), size=spatial, mode="nearest-exact").to(target.dtype)
+    return resized if target.ndim == output.ndim else resized[:, 0]
+
+
+def _plain(t: Any) -> Any:
+    """A ``MetaTensor`` as a plain tensor view (its metadata tracking would slow every step down)."""
+    return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
 @contextlib.contextmanager
@@ -102,18 +155,26 @@ class Attack:
         steps: number of iterations (>= 1).
         loss_function: callable ``(prediction, target) -> scalar``; ``None`` uses :func:`default_loss`.
             MONAI ``DiceLoss``/``DiceCELoss``, ``CrossEntropyLoss`` and ``BCEWithLogitsLoss`` all fit.
-            When the network returns a list/tuple (deep supervision), the loss is MONAI's
-            ``DeepSupervisionLoss`` over all outputs (targets resized to each output).
+            When the network returns a list/tuple (deep supervision), the loss is the mean of the loss over
+            all outputs, dense targets resized to each output (:func:`resize_target`).
         value_range: ``(lo, hi)`` clamps adversarial images; ``None`` never clamps (z-scored CT/MRI);
             ``"data"`` (default) clamps each sample to the min/max of its own clean values, so the
             attack never assumes [0, 1] and never leaves the range the data came in.
         random_start: start from a uniform random point in the ball.
         model_mode: mode the network runs in while attacked: "eval" (default), "train", or None (as found).
-        generator: optional ``torch.Generator`` for the attack's randomness (default: torch's global RNG).
+        generator: optional ``torch.Generator`` for the attack's randomness (default: torch's global RNG);
+            it must live on the images' device.
     """
 
     #: whether the attack ascends a loss gradient (GaussianNoise does not)
     uses_gradient = True
+    #: the norm ``eps`` bounds: "Linf" (``max |adv - x| <= eps`` per sample) or "L2" (``||adv - x||_2 <= eps``)
+    norm = "Linf"
+    #: the problems the attack handles: "classification" (outputs ``(N, K)``) and/or "segmentation"
+    #: (outputs ``(N, K, *spatial)``); an attack raises ValueError on outputs of a task it does not list
+    tasks: tuple[str, ...] = ("classification", "segmentation")
+    #: whether ``loss_function`` is used (False for attacks whose loss is part of the method, e.g. APGD's DLR)
+    accepts_loss_function = True
 
     def __init__(
         self,
@@ -126,25 +187,21 @@ class Attack:
         model_mode: str | None = "eval",
         generator: torch.Generator | None = None,
     ) -> None:
-        if isinstance(eps, (int, float)) and (eps < 0 or eps != eps):
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        if isinstance(alpha, (int, float)) and (alpha < 0 or alpha != alpha):
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps}")
+        _check_budget(eps, "eps")
+        _check_budget(alpha, "alpha")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or steps != int(steps) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         if model_mode not in ("eval", "train", None):
             raise ValueError(f"model_mode must be 'eval', 'train' or None, got {model_mode!r}")
-        if value_range is not None and not isinstance(value_range, str):
-            if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
-                raise ValueError(f"value_range must be (lo, hi) with lo < hi, None or 'data', got {value_range!r}")
-            value_range = (float(value_range[0]), float(value_range[1]))
-        elif isinstance(value_range, str) and value_range != "data":
-            raise ValueError(f"value_range must be (lo, hi), None or 'data', got {value_range!r}")
+        self.value_range = self._check_value_range(value_range)
+        if loss_function is not None and not callable(loss_function):
+            raise ValueError(f"loss_function must be callable(prediction, target) or None, got {loss_function!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.eps = eps
         self.alpha = alpha
         self.steps = int(steps)
         self.loss_function = loss_function if loss_function is not None else default_loss
-        self.value_range = value_range
         self.random_start = bool(random_start)
         self.model_mode = model_mode
         self.generator = generator
@@ -163,22 +220,29 @@ class Attack:
         eps: float | torch.Tensor | None = None,
         alpha: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return adversarial ``images`` for ``network``. ``eps``/``alpha`` override the constructor's
+        """Return adversarial ``images`` ``(N, C, *spatial)`` for ``network``, detached, same type as ``images``
+        (a ``MetaTensor`` keeps its metadata). ``eps``/``alpha`` (float or ``(N,)``) override the constructor's
         values for this call (a training method passes per-sample tensors here)."""
         self._check_inputs(images, targets)
         with torch.inference_mode(False):
-            x = images.detach().clone()
-            y = targets.detach().clone() if isinstance(targets, torch.Tensor) else targets
+            x, y = _plain(images).detach(), _plain(targets)
+            # inference tensors (made under torch.inference_mode) cannot enter autograd: copy them once
+            if x.is_inference():
+                x = x.clone()
+            if isinstance(y, torch.Tensor):
+                y = y.detach().clone() if y.is_inference() else y.detach()
             eps_t = as_per_sample(self.eps if eps is None else eps, "eps", x)
             alpha_t = as_per_sample(self.alpha if alpha is None else alpha, "alpha", x)
             lo, hi = self._bounds(x)
             with restore_model_state(network, self.model_mode), torch.enable_grad():
-                adv = self.perturb(network, x, y, eps_t, alpha_t, lo, hi)
-            return adv.detach()
+                adv = self.perturb(network, x, y, eps_t, alpha_t, lo, hi).detach()
+            if isinstance(images, MetaTensor):
+                adv = convert_to_dst_type(adv, images)[0]
+            return adv
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:  # pragma: no cover - abstract
-        """Compute the adversarial batch. ``eps``/``alpha`` are ``(N, 1, ...)``; ``lo``/``hi`` are
-        broadcastable bounds or None."""
+        """Compute the adversarial batch from the clean ``x`` ``(N, C, *spatial)`` (never modify it in place).
+        ``eps``/``alpha`` are ``(N, 1, ..., 1)``; ``lo``/``hi`` are floats, ``(N, 1, ..., 1)`` tensors or None."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for subclasses
@@ -187,10 +251,13 @@ class Attack:
         return self.loss_of(network(images), targets)
 
     def loss_of(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """Scalar loss of ``outputs`` (a tensor, or a deep-supervision list/tuple: the mean over its
+        entries, with dense ``targets`` resized to each entry's spatial size)."""
         if isinstance(outputs, (list, tuple)):
-            if len(outputs) == 1:
-                return self.loss_function(outputs[0], targets)
-            return DeepSupervisionLoss(self.loss_function, weight_mode="same")(list(outputs), targets)
+            if len(outputs) == 0:
+                raise ValueError("the network returned an empty list/tuple of outputs")
+            losses = [self.loss_function(out, resize_target(targets, out)) for out in outputs]
+            return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         return self.loss_function(outputs, targets)
 
     def gradient(self, network: torch.nn.Module, images: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -201,30 +268,74 @@ class Attack:
         return grad
 
     def project(self, adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, lo, hi) -> torch.Tensor:
-        """L-inf projection into the ``eps`` ball around ``x``, then into the value range."""
-        delta = torch.clamp(adv - x, min=-eps, max=eps)
-        return self.clamp(x + delta, lo, hi)
+        """L-inf projection of ``adv`` into the ``eps`` ball around ``x``, then into the value range.
+        Returns a new detached tensor (``adv`` is not modified); one allocation, the rest in place."""
+        delta = adv.detach() - x
+        torch.minimum(delta, eps, out=delta)  # min/max with out=: ~6x faster than clamp with tensor bounds
+        torch.maximum(delta, -eps, out=delta)
+        return self.clamp_inplace(delta.add_(x), lo, hi)
 
     @staticmethod
     def clamp(images: torch.Tensor, lo, hi) -> torch.Tensor:
+        """``images`` clamped to ``[lo, hi]`` as a new detached tensor (``images`` itself when ``lo`` is None)."""
         if lo is None:
             return images.detach()
-        return torch.clamp(images, min=lo, max=hi).detach()
+        if isinstance(lo, torch.Tensor):
+            out = torch.maximum(images.detach(), lo)
+            return torch.minimum(out, hi, out=out)
+        return torch.clamp(images.detach(), min=lo, max=hi)
+
+    @staticmethod
+    def clamp_inplace(images: torch.Tensor, lo, hi) -> torch.Tensor:
+        """Clamp a tensor the caller owns (no autograd history) to ``[lo, hi]`` in place and return it.
+        ``lo``/``hi``: floats, ``(N, 1, ..., 1)`` tensors, or None (no clamping)."""
+        if lo is None:
+            return images
+        if isinstance(lo, torch.Tensor):
+            torch.maximum(images, lo, out=images)
+            return torch.minimum(images, hi, out=images)
+        return images.clamp_(min=lo, max=hi)
 
     def uniform_start(self, x: torch.Tensor, eps: torch.Tensor, lo, hi) -> torch.Tensor:
-        noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=self.generator) * eps
-        return self.clamp(x + noise, lo, hi)
+        """``x + U(-eps, eps)`` clamped to the value range (PGD's random start)."""
+        noise = self.noise_like(x, "uniform").mul_(eps)
+        return self.clamp_inplace(noise.add_(x), lo, hi)
+
+    def noise_like(self, x: torch.Tensor, distribution: str = "uniform", low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+        """``U(low, high)`` ("uniform") or ``N(0, 1)`` ("normal") noise shaped like ``x``, drawn from
+        :attr:`generator` on the generator's own device (so a CPU generator also serves CUDA inputs) or
+        from torch's global RNG on ``x``'s device."""
+        device = x.device if self.generator is None else self.generator.device
+        noise = torch.empty(x.shape, dtype=x.dtype, device=device)
+        if distribution == "uniform":
+            noise.uniform_(low, high, generator=self.generator)
+        elif distribution == "normal":
+            noise.normal_(generator=self.generator)
+        else:
+            raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+        return noise.to(x.device)
 
     # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _check_value_range(value_range: Any) -> ValueRange:
+        if value_range is None or (isinstance(value_range, str) and value_range == "data"):
+            return value_range
+        ok = isinstance(value_range, (list, tuple)) and len(value_range) == 2
+        ok = ok and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in value_range)
+        if not ok or not float(value_range[0]) < float(value_range[1]):
+            raise ValueError(f"value_range must be (lo, hi) with finite lo < hi, None or 'data', got {value_range!r}")
+        return float(value_range[0]), float(value_range[1])
+
     def _bounds(self, x: torch.Tensor):
+        """``(lo, hi)`` for :meth:`clamp`: floats for a fixed range, per-sample ``(N, 1, ..., 1)`` min/max
+        for "data", ``(None, None)`` for no clamping."""
         if self.value_range is None:
             return None, None
         if self.value_range == "data":
-            flat = x.reshape(x.shape[0], -1)
             shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-            return flat.amin(1).reshape(shape), flat.amax(1).reshape(shape)
-        lo, hi = self.value_range
-        return torch.tensor(lo, dtype=x.dtype, device=x.device), torch.tensor(hi, dtype=x.dtype, device=x.device)
+            lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
+            return lo.reshape(shape), hi.reshape(shape)
+        return self.value_range
 
     @staticmethod
     def _check_inputs(images: torch.Tensor, targets: Any) -> None:
@@ -234,12 +345,13 @@ class Attack:
             raise ValueError(f"images must be (N, C, *spatial) with at least one spatial dim, got shape {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"images must be a floating point tensor, got dtype {images.dtype}")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or Inf values")
-        if isinstance(targets, torch.Tensor) and targets.ndim > 0 and targets.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"targets batch size {targets.shape[0]} does not match images batch size {images.shape[0]}"
-            )
+        if images.shape[0] == 0:
+            raise ValueError(f"images must hold at least one sample, got shape {tuple(images.shape)}")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"images (shape {tuple(images.shape)}) contain NaN or Inf values")
+        if isinstance(targets, torch.Tensor) and (targets.ndim == 0 or targets.shape[0] != images.shape[0]):
+            got = "a 0-d tensor" if targets.ndim == 0 else f"batch size {targets.shape[0]} (shape {tuple(targets.shape)})"
+            raise ValueError(f"targets must have the images' batch size {images.shape[0]}, got {got}")
 
 
 def mean_abs_normalize(grad: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ class PGD(Attack):
         adv = self.uniform_start(x, eps, lo, hi) if self.random_start else x.clone()
         for _ in range(self.steps):
             grad = self.gradient(network, adv, y)
-            adv = self.project(adv + alpha * grad.sign(), x, eps, lo, hi)
+            # adv + alpha * sign(grad) in one fused op (sign * alpha is exact, so values match torchattacks')
+            adv = self.project(torch.addcmul(adv, grad.sign(), alpha), x, eps, lo, hi)
         return adv
 
 

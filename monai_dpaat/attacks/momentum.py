@@ -34,12 +34,18 @@ class MomentumIterative(Attack):
                  resize_rate=0.9, diversity_prob=0.0, kernel_length=0, nsig=3.0):
         super().__init__(eps=eps, alpha=alpha, steps=steps, loss_function=loss_function, value_range=value_range,
                          random_start=random_start, model_mode=model_mode, generator=generator)
-        if decay < 0:
+        if not decay >= 0:
             raise ValueError(f"decay must be >= 0, got {decay}")
-        if int(scale_copies) < 1:
+        if int(scale_copies) != scale_copies or scale_copies < 1:
             raise ValueError(f"scale_copies must be >= 1, got {scale_copies}")
         if not 0.0 <= diversity_prob <= 1.0:
             raise ValueError(f"diversity_prob must be in [0, 1], got {diversity_prob}")
+        if not resize_rate > 0:
+            raise ValueError(f"resize_rate must be > 0 (< 1 shrinks, > 1 enlarges), got {resize_rate}")
+        if int(kernel_length) != kernel_length or kernel_length < 0:
+            raise ValueError(f"kernel_length must be an integer >= 0 (0 = no smoothing), got {kernel_length}")
+        if kernel_length and not nsig > 0:
+            raise ValueError(f"nsig must be > 0, got {nsig}")
         self.decay = float(decay)
         self.nesterov = bool(nesterov)
         self.scale_copies = int(scale_copies)
@@ -50,7 +56,7 @@ class MomentumIterative(Attack):
 
     def estimate_gradient(self, network, point: torch.Tensor, y) -> torch.Tensor:
         point = point.detach().requires_grad_(True)
-        total = torch.zeros_like(point)
+        total = None
         for i in range(self.scale_copies):
             scaled = point / (2.0**i) if i else point
             if self.diversity_prob > 0:
@@ -58,7 +64,7 @@ class MomentumIterative(Attack):
             else:
                 yi = y
             (g,) = torch.autograd.grad(self.loss(network, scaled, yi), point)
-            total = total + g
+            total = g if total is None else total + g
         grad = total / self.scale_copies if self.scale_copies > 1 else total
         if self.kernel_length > 0:
             grad = gaussian_smooth(grad, self.kernel_length, self.nsig)
@@ -68,10 +74,10 @@ class MomentumIterative(Attack):
         adv = self.uniform_start(x, eps, lo, hi) if self.random_start else x.clone()
         momentum = torch.zeros_like(x)
         for _ in range(self.steps):
-            point = adv + self.decay * alpha * momentum if self.nesterov else adv
+            point = (self.decay * alpha * momentum).add_(adv) if self.nesterov else adv
             grad = self.estimate_gradient(network, point, y)
-            momentum = self.decay * momentum + mean_abs_normalize(grad)
-            adv = self.project(adv + alpha * momentum.sign(), x, eps, lo, hi)
+            momentum = mean_abs_normalize(grad).add_(momentum, alpha=self.decay)  # a fresh tensor each step
+            adv = self.project(torch.addcmul(adv, momentum.sign(), alpha), x, eps, lo, hi)
         return adv
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Attack
@@ -15,7 +17,9 @@ class GaussianNoise(Attack):
     Args:
         std: noise standard deviation (torchattacks' default 0.1, in the data's units).
         eps: optional L-inf budget; the noise is clipped to ``[-eps, eps]`` so GN can be compared
-            like-for-like with gradient attacks of the same budget. ``None`` leaves the noise unbounded.
+            like-for-like with gradient attacks of the same budget. ``None`` leaves the noise unbounded
+            (stored as ``eps = inf``); an ``eps`` given at call time always bounds it.
+        value_range, generator: as :class:`~monai_dpaat.attacks.base.Attack`.
     """
 
     uses_gradient = False
@@ -26,16 +30,19 @@ class GaussianNoise(Attack):
             raise TypeError(f"GaussianNoise got unexpected keyword arguments {unknown}")
         if not std >= 0:
             raise ValueError(f"std must be >= 0, got {std}")
-        super().__init__(eps=0.0 if eps is None else eps, alpha=0.0, steps=1, value_range=value_range,
-                         generator=generator)
+        super().__init__(eps=math.inf if eps is None else eps, alpha=0.0, steps=1, value_range=value_range,
+                         model_mode=None, generator=generator)
         self.std = float(std)
-        self.bounded = eps is not None
+
+    @property
+    def bounded(self) -> bool:
+        return not (isinstance(self.eps, float) and math.isinf(self.eps))
 
     def __repr__(self) -> str:
         return f"GaussianNoise(std={self.std}, eps={self.eps if self.bounded else None})"
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
-        noise = torch.empty_like(x).normal_(generator=self.generator) * self.std
-        if self.bounded:
-            noise = torch.clamp(noise, min=-eps, max=eps)
-        return self.clamp(x + noise, lo, hi)
+        noise = self.noise_like(x, "normal").mul_(self.std)
+        torch.minimum(noise, eps, out=noise)  # no-op for eps = inf
+        torch.maximum(noise, -eps, out=noise)
+        return self.clamp_inplace(noise.add_(x), lo, hi)

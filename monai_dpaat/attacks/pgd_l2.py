@@ -16,7 +16,10 @@ def _l2(t: torch.Tensor) -> torch.Tensor:
 
 class PGDL2(Attack):
     """``x <- Proj_{B_2(x0, eps)} (x + alpha * g / ||g||_2)``. Random start: a direction uniform on the sphere
-    scaled by ``U(0, 1) * eps`` (torchattacks' scheme). Defaults: eps 1.0, alpha 0.2, 10 steps."""
+    scaled by ``U(0, 1) * eps`` (torchattacks' scheme). Defaults: eps 1.0, alpha 0.2, 10 steps.
+    ``eps_for_division`` keeps zero gradients/perturbations from dividing by zero."""
+
+    norm = "L2"
 
     def __init__(self, eps=1.0, alpha=0.2, steps=10, loss_function=None, value_range="data", random_start=True,
                  model_mode="eval", generator=None, eps_for_division=1e-10):
@@ -25,19 +28,19 @@ class PGDL2(Attack):
         self.eps_for_division = eps_for_division
 
     def project(self, adv, x, eps, lo, hi):
-        delta = adv - x
+        delta = adv.detach() - x
         factor = torch.clamp(eps / _l2(delta).clamp_min(self.eps_for_division), max=1.0)
-        return self.clamp(x + delta * factor, lo, hi)
+        return self.clamp_inplace(delta.mul_(factor).add_(x), lo, hi)
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
         adv = x.clone()
         if self.random_start:
-            delta = torch.empty_like(x).normal_(generator=self.generator)
-            r = torch.empty_like(eps).uniform_(0, 1, generator=self.generator)
+            delta = self.noise_like(x, "normal")
+            r = self.noise_like(eps, "uniform", 0.0, 1.0)
             delta = delta / _l2(delta).clamp_min(self.eps_for_division) * r * eps
-            adv = self.clamp(x + delta, lo, hi)
+            adv = self.clamp_inplace(delta.add_(x), lo, hi)
         for _ in range(self.steps):
             grad = self.gradient(network, adv, y)
-            grad = grad / (_l2(grad) + self.eps_for_division)
-            adv = self.project(adv + alpha * grad, x, eps, lo, hi)
+            step = grad / (_l2(grad) + self.eps_for_division)
+            adv = self.project(step.mul_(alpha).add_(adv), x, eps, lo, hi)
         return adv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,10 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_attack(name: str, factory: Callable[..., Attack], aliases: tuple[str, ...] = ()) -> None:
+    """Make ``factory`` (an :class:`Attack` subclass or a function returning one) buildable by ``name`` and
+    ``aliases`` (case-, space- and underscore-insensitive). A name registered again is replaced."""
+    if not callable(factory):
+        raise ValueError(f"register_attack({name!r}): factory must be callable, got {factory!r}")
     key = canonical_name(name)
     ATTACKS[key] = factory
     for alias in aliases:
@@ -23,6 +28,7 @@ def register_attack(name: str, factory: Callable[..., Attack], aliases: tuple[st
 
 
 def canonical_name(name: str) -> str:
+    """``"SI_NI FGSM"`` -> ``"si-ni-fgsm"``."""
     return re.sub(r"[\s_]+", "-", str(name).strip().lower())
 
 
@@ -43,4 +49,24 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     if key not in ATTACKS:
         known = sorted(ATTACKS) + sorted(_ALIASES)
         raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(known)}")
-    return ATTACKS[key](**kwargs)
+    factory = ATTACKS[key]
+    _check_keywords(name, factory, kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as err:  # a factory that checks its own **kwargs (FGSM, GN)
+        if "unexpected keyword" not in str(err):
+            raise
+        raise ValueError(f"attack {name!r}: {err}") from err
+
+
+def _check_keywords(name: str, factory: Callable[..., Attack], kwargs: dict[str, Any]) -> None:
+    """A config typo (``"stpes": 10``) gets a ValueError naming the attack and the keywords it takes."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the factory checks its own **kwargs
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"attack {name!r} got unknown keyword(s) {unknown}; it takes {', '.join(params)}")

@@ -27,19 +27,28 @@ def gaussian_kernel1d(length: int = 15, nsig: float = 3.0, dtype=torch.float32, 
 
 
 def gaussian_smooth(grad: torch.Tensor, length: int = 15, nsig: float = 3.0) -> torch.Tensor:
-    """Smooth ``grad`` ``(N, C, *spatial)`` channel-wise with a separable Gaussian, zero padding, same size."""
+    """Smooth ``grad`` ``(N, C, *spatial)`` (1 to 3 spatial dims) channel-wise with a separable Gaussian,
+    zero padding, same size. ``padding="same"`` as torchattacks, so even lengths pad one more after than before."""
     spatial = grad.ndim - 2
+    if not 1 <= spatial <= 3:
+        raise ValueError(f"gaussian_smooth takes (N, C, *spatial) with 1 to 3 spatial dims, got shape {tuple(grad.shape)}")
     conv = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
     channels = grad.shape[1]
     k1 = gaussian_kernel1d(length, nsig, grad.dtype, grad.device)
+    before, after = (length - 1) // 2, length // 2  # torch's "same": the odd extra zero goes after
     out = grad
     for axis in range(spatial):
         shape = [1] * spatial
         shape[axis] = length
         weight = k1.reshape(1, 1, *shape).expand(channels, 1, *shape)
-        padding = [0] * spatial
-        padding[axis] = length // 2
-        out = conv(out, weight, padding=tuple(padding), groups=channels)
+        if before == after:
+            padding = [0] * spatial
+            padding[axis] = before
+            out = conv(out, weight, padding=tuple(padding), groups=channels)
+        else:  # explicit pad: conv's padding="same" would warn and copy anyway
+            pads = [0] * (2 * spatial)
+            pads[2 * (spatial - 1 - axis)], pads[2 * (spatial - 1 - axis) + 1] = before, after
+            out = conv(F.pad(out, pads), weight, groups=channels)
     return out
 
 
@@ -52,7 +61,7 @@ def is_dense_target(target: Any, images: torch.Tensor) -> bool:
 
 
 def _resize_pad(t: torch.Tensor, size: list[int], pads: list[int], mode: str) -> torch.Tensor:
-    kwargs = {"align_corners": False} if mode != "nearest" else {}
+    kwargs = {"align_corners": False} if not mode.startswith("nearest") else {}
     resized = F.interpolate(t, size=size, mode=mode, **kwargs)
     return F.pad(resized, pads, value=0.0)
 
@@ -64,22 +73,39 @@ def input_diversity(
     diversity_prob: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, Any]:
-    """With probability ``diversity_prob``, shrink ``images`` to a random size in
-    ``[floor(resize_rate * S), S)`` per spatial axis and zero-pad at a random offset back to ``S``.
+    """With probability ``diversity_prob``, resize ``images`` ``(N, C, *spatial)`` and zero-pad at a random offset.
 
-    One random transform per batch (as torchattacks). Dense targets get the same transform with
-    nearest-neighbour resizing (padding is label 0, background), so prediction and target stay aligned.
-    ``resize_rate >= 1`` or axes too small to shrink leave those axes unchanged.
+    Per spatial axis of size ``S``, with ``R = floor(resize_rate * S)``:
+
+    - ``resize_rate < 1`` (default 0.9, torchattacks'): shrink to a random size in ``[R, S)``, pad back to ``S``
+      (the output keeps the input's size, which segmentation networks with fixed strides need);
+    - ``resize_rate > 1`` (Xie et al.'s original scheme): enlarge to a random size in ``[S, R)``, pad to ``R``;
+    - ``resize_rate == 1``, or an axis too small to change, leaves that axis as it is.
+
+    Each axis is drawn on its own (torchattacks uses the last axis' size for all, which breaks non-square
+    input). One random transform per batch, as torchattacks. Dense targets (see :func:`is_dense_target`)
+    get the same transform with centred nearest-neighbour resizing ("nearest-exact", which samples where
+    bilinear does; torch's legacy "nearest" is half a pixel off) and padding with label 0 (background), so
+    prediction and target stay aligned. Random numbers come from ``generator`` (on its device) or torch's
+    global CPU RNG.
     """
-    if torch.rand(1, generator=generator).item() >= diversity_prob:
+    if not resize_rate > 0:
+        raise ValueError(f"resize_rate must be > 0, got {resize_rate}")
+    device = "cpu" if generator is None else generator.device  # a handful of host-side draws per call
+
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator, device=device).item())
+
+    if torch.rand(1, generator=generator, device=device).item() >= diversity_prob:
         return images, target
     spatial = list(images.shape[2:])
     size, pads_per_axis = [], []
     for s in spatial:
-        low = min(int(s * resize_rate), s)
-        new = s if low >= s else int(torch.randint(low, s, (1,), generator=generator).item())
-        rem = s - new
-        before = int(torch.randint(0, rem, (1,), generator=generator).item()) if rem > 0 else 0
+        r = int(s * resize_rate)
+        low, high, out = (max(r, 1), s, s) if resize_rate < 1 else (s, r, r)
+        new = randint(low, high) if low < high else out
+        rem = out - new
+        before = randint(0, rem) if rem > 0 else 0
         size.append(new)
         pads_per_axis.append((before, rem - before))
     pads: list[int] = []
@@ -89,6 +115,6 @@ def input_diversity(
     out = _resize_pad(images, size, pads, mode)
     if is_dense_target(target, images):
         t = target if target.ndim == images.ndim else target.unsqueeze(1)
-        moved = _resize_pad(t.float(), size, pads, "nearest").to(target.dtype)
+        moved = _resize_pad(t.float(), size, pads, "nearest-exact").to(target.dtype)
         target = moved if target.ndim == images.ndim else moved[:, 0]
     return out, target

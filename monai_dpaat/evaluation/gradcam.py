@@ -29,6 +29,7 @@ from torch import nn
 from monai.visualize import GradCAM
 
 from monai_dpaat.attacks.base import restore_model_state
+from monai_dpaat.utils import load_weights
 
 __all__ = [
     "find_target_layer",
@@ -329,20 +330,6 @@ def _build_network(spec: Any) -> nn.Module:
     raise ValueError(f"network must be an nn.Module or a config dict with '_target_', got {spec!r}")
 
 
-def _state_dict(checkpoint: str | os.PathLike, key: str | None, device) -> dict:
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt)
-    for k in ([key] if key else ["model", "network", "net", "state_dict"]):
-        if isinstance(ckpt, Mapping) and k in ckpt:
-            return ckpt[k]
-    raise ValueError(f"checkpoint {str(path)!r} has no state dict under {key or 'model/network/net/state_dict'}; "
-                     f"keys: {list(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__}")
-
-
 def load_model_specs(
     models: Any, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, nn.Module], dict[str, str | None]]:
@@ -386,7 +373,7 @@ def load_model_specs(
             raise ValueError(f"model {name!r}: expected an nn.Module or a dict with 'network', got {spec!r}")
         net = _build_network(spec["network"])
         if spec.get("checkpoint"):
-            net.load_state_dict(_state_dict(spec["checkpoint"], spec.get("key"), device))
+            load_weights(net, spec["checkpoint"], key=spec.get("key"), map_location=device)
         nets[name], layers[name] = net.to(device), spec.get("target_layer")
     return nets, layers
 

@@ -1,0 +1,159 @@
+"""Parity with torchattacks 3.5.1 where its behaviour is the reference: 2D multi-class CE on images in
+[0, 1] (``value_range=(0, 1)``), same hyper-parameters, same fixed CNN -> the same adversarial images.
+
+torchattacks is only a test reference here (``pytest.importorskip``), never imported by the package.
+DI's random transform cannot match (torchattacks draws its random numbers in another order and uses the
+last axis' size for every axis), so DI/TI are compared with DI switched off.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai_dpaat.attacks import DIFGSM, FGSM, IFGSM, MIFGSM, NIFGSM, PGD, PGDL2, SINIFGSM, TIFGSM, GaussianNoise
+from monai_dpaat.attacks.transforms import gaussian_smooth
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads; restore the count for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 5
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A fixed small CNN (conv-BN-ReLU x2, 10 classes) in train mode (both libraries attack it in eval mode)
+    and 8 RGB 16x16 images in [0, 1] labelled with its clean predictions' runner-up, so the loss is not tiny."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval and train mode differ
+        for _ in range(3):
+            model(torch.rand(16, 3, 16, 16) * 0.8)
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model.eval()(images).topk(2, dim=1).indices[:, 1]
+    return model.train(), images, labels
+
+
+def max_diff(ours, theirs) -> float:
+    return (ours - theirs).abs().max().item()
+
+
+def run_both(problem, ours, theirs_cls, seed=None, **theirs_kwargs):
+    model, x, y = problem
+    if seed is not None:
+        torch.manual_seed(seed)
+    a = ours(model, x, y)
+    theirs = theirs_cls(model, **theirs_kwargs)
+    if seed is not None:
+        torch.manual_seed(seed)
+    b = theirs(x, y)
+    assert model.training, "both libraries must give the model back in train mode"
+    assert not torch.equal(a, x), "the attack did nothing: parity would be trivial"
+    return a, b
+
+
+def test_fgsm_matches_torchattacks_fgsm(problem):
+    a, b = run_both(problem, FGSM(eps=EPS, value_range=(0, 1)), torchattacks.FGSM, eps=EPS)
+    assert max_diff(a, b) < TOL, f"FGSM differs from torchattacks.FGSM by {max_diff(a, b)}"
+
+
+def test_ifgsm_matches_torchattacks_bim(problem):
+    ours = IFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.BIM, eps=EPS, alpha=ALPHA, steps=STEPS)
+    assert max_diff(a, b) < TOL, f"I-FGSM differs from torchattacks.BIM by {max_diff(a, b)}"
+
+
+def test_pgd_without_random_start_matches_torchattacks_pgd(problem):
+    ours = PGD(eps=EPS, alpha=ALPHA, steps=STEPS, random_start=False, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.PGD, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=False)
+    assert max_diff(a, b) < TOL, f"PGD differs from torchattacks.PGD by {max_diff(a, b)}"
+
+
+def test_pgd_with_random_start_matches_torchattacks_pgd_under_the_same_seed(problem):
+    """Both draw U(-eps, eps) from torch's global RNG (ours when no generator is given)."""
+    ours = PGD(eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.PGD, seed=3, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
+    assert max_diff(a, b) < TOL, f"PGD (random start) differs from torchattacks.PGD by {max_diff(a, b)}"
+
+
+def test_mifgsm_matches_torchattacks_mifgsm(problem):
+    ours = MIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.MIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0)
+    assert max_diff(a, b) < TOL, f"MI-FGSM differs from torchattacks.MIFGSM by {max_diff(a, b)}"
+
+
+def test_nifgsm_matches_torchattacks_nifgsm(problem):
+    ours = NIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.NIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0)
+    assert max_diff(a, b) < TOL, f"NI-FGSM differs from torchattacks.NIFGSM by {max_diff(a, b)}"
+
+
+def test_pgdl2_without_random_start_matches_torchattacks_pgdl2(problem):
+    ours = PGDL2(eps=0.5, alpha=0.1, steps=STEPS, random_start=False, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.PGDL2, eps=0.5, alpha=0.1, steps=STEPS, random_start=False)
+    assert max_diff(a, b) < TOL, f"PGD-L2 differs from torchattacks.PGDL2 by {max_diff(a, b)}"
+
+
+def test_pgdl2_with_random_start_matches_torchattacks_pgdl2_under_the_same_seed(problem):
+    """Both start from a normal direction scaled to U(0, 1) * eps, drawn from torch's global RNG."""
+    ours = PGDL2(eps=0.5, alpha=0.1, steps=STEPS, random_start=True, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.PGDL2, seed=4, eps=0.5, alpha=0.1, steps=STEPS, random_start=True)
+    assert max_diff(a, b) < TOL, f"PGD-L2 (random start) differs from torchattacks.PGDL2 by {max_diff(a, b)}"
+
+
+def test_tifgsm_without_input_diversity_matches_torchattacks_tifgsm(problem):
+    """TI-FGSM with DI switched off (torchattacks draws DI's random numbers in another order, so only the
+    deterministic part can match): the smoothed-gradient steps are the same."""
+    ours = TIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0, kernel_length=7, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.TIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0,
+                    len_kernel=7, nsig=3, decay=0.0, random_start=False)
+    assert max_diff(a, b) < TOL, f"TI-FGSM differs from torchattacks.TIFGSM by {max_diff(a, b)}"
+
+
+def test_difgsm_without_input_diversity_matches_torchattacks_difgsm(problem):
+    ours = DIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0, decay=0.5, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.DIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0,
+                    decay=0.5)
+    assert max_diff(a, b) < TOL, f"DI-FGSM differs from torchattacks.DIFGSM by {max_diff(a, b)}"
+
+
+def test_sinifgsm_matches_torchattacks_sinifgsm(problem):
+    """Nesterov look-ahead plus the mean gradient over the m = 5 scale copies x / 2^i."""
+    ours = SINIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0, m=5, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.SINIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, decay=1.0, m=5)
+    assert max_diff(a, b) < TOL, f"SI-NI-FGSM differs from torchattacks.SINIFGSM by {max_diff(a, b)}"
+
+
+def test_gaussian_noise_matches_torchattacks_gn_under_the_same_seed(problem):
+    a, b = run_both(problem, GaussianNoise(std=0.1, value_range=(0, 1)), torchattacks.GN, seed=5, std=0.1)
+    assert max_diff(a, b) < TOL, f"GN differs from torchattacks.GN by {max_diff(a, b)}"
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("length", [5, 6, 15])
+def test_ti_smoothing_equals_torchattacks_conv2d_kernel(length):
+    """Our separable smoothing == torchattacks' depthwise conv2d with its stacked 2D Gaussian kernel
+    (``padding="same"``), including even kernel lengths and non-square input."""
+    attack = torchattacks.TIFGSM(nn.Identity(), len_kernel=length, nsig=3)
+    kernel = attack.stacked_kernel  # (3, 1, length, length)
+    grad = torch.randn(4, 3, 20, 28, generator=torch.Generator().manual_seed(0))
+    theirs = F.conv2d(grad, kernel, stride=1, padding="same", groups=3)
+    ours = gaussian_smooth(grad, length, 3.0)
+    assert max_diff(ours, theirs) < 1e-6, f"TI smoothing differs from torchattacks' kernel by {max_diff(ours, theirs)}"
