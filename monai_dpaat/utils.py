@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-__all__ = ["checkpoint_dict", "latest_checkpoint"]
+__all__ = ["checkpoint_dict", "latest_checkpoint", "load_weights", "check_overrides"]
 
 
 def checkpoint_dict(**items: Any) -> dict[str, Any]:
@@ -38,7 +38,9 @@ def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = 
 
     Accepts a bare ``state_dict`` (what ``CheckpointSaver`` writes for a one-entry ``save_dict``), or a dict
     holding it under ``key`` / ``"model"`` / ``"network"`` / ``"state_dict"``. Uses ``torch.load(weights_only=True)``,
-    so a checkpoint can't run code. Returns ``network``.
+    so a checkpoint can't run code. Keys saved from a ``DistributedDataParallel`` wrapper (``module.`` prefix) are
+    accepted. Names and shapes are checked before anything is copied, so a checkpoint that does not fit leaves
+    ``network`` untouched. Returns ``network``.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -66,9 +68,101 @@ def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = 
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path!r} holds a {type(state).__name__}, not a state dict")
     target = getattr(network, "module", network)  # DistributedDataParallel / DataParallel
+    own = target.state_dict()
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state) and not any(
+        k.startswith("module.") for k in own
+    ):  # saved from a DistributedDataParallel / DataParallel wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    # check names and shapes first: load_state_dict copies every fitting tensor before it raises, which
+    # would leave the network half-overwritten by a checkpoint of another architecture
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"shape mismatch {mismatched[:3]}")
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"checkpoint {path!r} does not fit the network {type(target).__name__} (was it saved from another "
+            f"network or with other num_classes/in_channels?): {'; '.join(parts)}"
+        )
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         raise ValueError(f"checkpoint {path!r} does not fit the network {type(target).__name__}: {' '.join(lines[:3])[:600]}") from None
     return network
+
+
+#: keyword arguments of ``monai.bundle run`` itself (not config ids)
+_RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
+
+
+def check_overrides(argv: list[str] | None = None, config_file: Any = None) -> None:
+    """Raise ``ValueError`` when a ``--key value`` override of ``python -m monai.bundle run`` names no id of
+    the bundle's configs (a misspelled key would otherwise be added silently and ignored).
+
+    Meant for a bundle's ``"initialize"`` list: ``"$monai_dpaat.utils.check_overrides()"``. Reads ``sys.argv``
+    (does nothing when it holds no ``--config_file``, e.g. a ``ConfigWorkflow`` built in Python) and the
+    config files named there (or ``config_file``: a path or list of paths). Nested ids (``train#trainer#max_epochs``)
+    must exist down to their last part's parent; the last part may be new only where the parent is a
+    ``_target_`` component (an extra constructor argument).
+    """
+    import difflib
+    import sys
+
+    from monai.bundle import ConfigParser
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and len(arg) > 2:
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else True
+                i += 0 if value is True else 1
+            overrides[key.replace("-", "_") if key.replace("-", "_") in _RUN_ARGS else key] = value
+        i += 1
+    files = config_file if config_file is not None else overrides.get("config_file")
+    if files is None:
+        return
+    if isinstance(files, str):
+        text = files.strip()
+        if text.startswith("["):  # fire's list syntax: "['configs/train.json','configs/quick.json']"
+            files = [f.strip().strip("'\"") for f in text.strip("[]").split(",") if f.strip()]
+        else:
+            files = [text]
+    config = ConfigParser.load_config_files(list(files))
+    known = sorted(str(k) for k in config)
+    for key in overrides:
+        if key in _RUN_ARGS:
+            continue
+        parts = key.split("#")
+        node: Any = config
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif last and depth > 0 and isinstance(node, dict) and "_target_" in node:
+                break  # an extra argument of a component
+            else:
+                where = "#".join(parts[:depth]) or "the top level"
+                options = [str(k) for k in node] if isinstance(node, dict) else known
+                close = difflib.get_close_matches(part, options, n=3)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                raise ValueError(
+                    f"unknown config key {key!r} (override --{key}): {part!r} is not an id at {where} of "
+                    f"{[str(f) for f in files]}{hint}"
+                )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,7 +64,12 @@ def default_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
         return F.cross_entropy(prediction, target)
     if target.ndim == prediction.ndim and target.shape[1] == 1:
         target = target[:, 0]
-    return F.cross_entropy(prediction, target.long())
+    target = target.long()
+    k = prediction.shape[1]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= k):
+        values = sorted({int(v) for v in target.unique()})
+        raise ValueError(f"class labels must be in [0, {k - 1}] for a {k}-channel output, got {values[:10]}")
+    return F.cross_entropy(prediction, target)
 
 
 def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor) -> torch.Tensor:
@@ -119,6 +125,17 @@ def resize_target(target: Any, output: torch.Tensor) -> Any:
         return target
     resized = F.interpolate(t.float(), size=spatial, mode="nearest-exact").to(target.dtype)
     return resized if target.ndim == output.ndim else resized[:, 0]
+
+
+def _channel_error(err: RuntimeError, images: torch.Tensor) -> ValueError | None:
+    """A ``ValueError`` naming the channel counts when ``err`` is torch's convolution channel mismatch."""
+    match = re.search(r"to have (\d+) channels, but got (\d+) channels", str(err))
+    if match is None:
+        return None
+    return ValueError(
+        f"images have {images.shape[1]} channel(s) but the network expects {match.group(1)} "
+        f"(images shape {tuple(images.shape)})"
+    )
 
 
 def _plain(t: Any) -> Any:
@@ -235,7 +252,10 @@ class Attack:
             alpha_t = as_per_sample(self.alpha if alpha is None else alpha, "alpha", x)
             lo, hi = self._bounds(x)
             with restore_model_state(network, self.model_mode), torch.enable_grad():
-                adv = self.perturb(network, x, y, eps_t, alpha_t, lo, hi).detach()
+                try:
+                    adv = self.perturb(network, x, y, eps_t, alpha_t, lo, hi).detach()
+                except RuntimeError as err:
+                    raise (_channel_error(err, x) or err) from err
             if isinstance(images, MetaTensor):
                 adv = convert_to_dst_type(adv, images)[0]
             return adv

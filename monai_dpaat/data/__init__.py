@@ -24,6 +24,7 @@ from monai_dpaat.data.nuinsseg import (
 )
 from monai_dpaat.data.transforms import (
     CheckedLoadImaged,
+    CheckFinited,
     CheckSameSpatialShaped,
     RemapLabels,
     RemapLabelsd,
@@ -46,6 +47,7 @@ __all__ = [
     "nuinsseg_train_transforms",
     "split_datalist",
     "CheckedLoadImaged",
+    "CheckFinited",
     "CheckSameSpatialShaped",
     "RemapLabels",
     "RemapLabelsd",

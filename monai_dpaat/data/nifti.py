@@ -21,6 +21,7 @@ from monai.transforms import (
 
 from monai_dpaat.data.transforms import (
     CheckedLoadImaged,
+    CheckFinited,
     CheckSameSpatialShaped,
     RemapLabelsd,
     _as_tuple,
@@ -178,6 +179,7 @@ def nifti_transforms(
     xforms: list = [
         CheckedLoadImaged(keys=keys, reader="NibabelReader", image_only=True),
         EnsureChannelFirstd(keys=keys),
+        CheckFinited(keys=keys),  # a NaN voxel would otherwise turn every loss and gradient into NaN
     ]
     if with_label:
         xforms.append(CheckSameSpatialShaped(keys=keys))

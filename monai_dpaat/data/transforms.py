@@ -11,7 +11,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform, Transform
 
-__all__ = ["CheckedLoadImaged", "RemapLabels", "RemapLabelsd", "CheckSameSpatialShaped", "above_background"]
+__all__ = [
+    "CheckedLoadImaged", "CheckFinited", "RemapLabels", "RemapLabelsd", "CheckSameSpatialShaped", "above_background",
+]
 
 
 def _source_name(img, key: Hashable) -> str:
@@ -118,6 +120,30 @@ class CheckSameSpatialShaped(MapTransform):
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{_source_name(data[k], k)}: {s}" for k, s in shapes.items())
             raise ValueError(f"spatial shapes differ (expected equal): {detail}.")
+        return data
+
+
+class CheckFinited(MapTransform):
+    """Raise ``ValueError`` naming the file (or key) and the number of bad values when an array of ``keys``
+    holds NaN or Inf (e.g. a NIfTI volume written with NaN background), instead of letting it reach the
+    loss/attack as NaN gradients. Returns the data unchanged."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping) -> Mapping:
+        for key in self.key_iterator(data):
+            x = data[key]
+            t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+            if t.is_floating_point() or t.is_complex():
+                finite = torch.isfinite(t)
+                if not bool(finite.all()):
+                    n_nan = int(torch.isnan(t).sum())
+                    n_inf = int((~finite).sum()) - n_nan
+                    raise ValueError(
+                        f"{_source_name(x, key)} holds {n_nan} NaN and {n_inf} Inf value(s) in {key!r} "
+                        f"(shape {tuple(t.shape)}); expected finite intensities."
+                    )
         return data
 
 

@@ -35,6 +35,14 @@ class AtomicCheckpointSaver(CheckpointSaver):
     """Drop-in ``monai.handlers.CheckpointSaver`` (same arguments) that writes every checkpoint atomically."""
 
     def __init__(self, save_dir: str, save_dict: dict, *args, **kwargs) -> None:
+        import os
+
+        try:  # a clear error for a save_dir that cannot be a folder (e.g. under a regular file) or written
+            os.makedirs(save_dir, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"checkpoint save_dir {str(save_dir)!r} cannot be created: {err.strerror or err}") from None
+        if not os.access(save_dir, os.W_OK | os.X_OK):
+            raise ValueError(f"checkpoint save_dir {str(save_dir)!r} is not writable")
         super().__init__(save_dir, save_dict, *args, **kwargs)
         for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
             checkpoint = getattr(self, name, None)
