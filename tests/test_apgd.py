@@ -3,82 +3,15 @@ on a small CNN trained on real HAM10000 images (mel vs nv, 32x32)."""
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
 import pytest
 import torch
+from real_models import tiny_cnn
 from torch import nn
 
 from monai_dpaat.attacks import APGD, APGDDLR, PGD, build_attack, dlr_loss
 from monai_dpaat.attacks.apgd import apgd_checkpoints
 
 EPS = 8 / 255
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster single-threaded (and do not oversubscribe a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-# --------------------------------------------------------------------------- real-data model
-def load_ham(data_dir, n_per_class, offset=0, size=32):
-    """``n_per_class`` nv (label 0) and mel (label 1) images, one per lesion, resized to ``size``."""
-    from PIL import Image
-
-    root = data_dir / "ham10000"
-    img_dir = root / "HAM10000_images_part_1"
-    ids: dict[str, list[str]] = {"nv": [], "mel": []}
-    seen = set()
-    with open(root / "HAM10000_metadata.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["dx"] in ids and row["lesion_id"] not in seen and (img_dir / f"{row['image_id']}.jpg").exists():
-                seen.add(row["lesion_id"])
-                ids[row["dx"]].append(row["image_id"])
-    xs, ys = [], []
-    for label, dx in enumerate(("nv", "mel")):
-        for image_id in sorted(ids[dx])[offset:offset + n_per_class]:
-            img = Image.open(img_dir / f"{image_id}.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
-            xs.append(np.asarray(img, dtype=np.float32) / 255.0)
-            ys.append(label)
-    return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys)
-
-
-def tiny_cnn(out=2, dims=2):
-    conv, pool = (nn.Conv2d, nn.MaxPool2d) if dims == 2 else (nn.Conv3d, nn.MaxPool3d)
-    return nn.Sequential(
-        conv(3, 8, 3, padding=1), nn.ReLU(), pool(2), conv(8, 16, 3, padding=1), nn.ReLU(), pool(2),
-        conv(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1),
-        nn.Flatten(), nn.Linear(16, out),
-    )
-
-
-def trained_ham_cnn(data_dir):
-    """A tiny CNN trained briefly (20 epochs of Adam on 192 real images; about 75% held-out accuracy)."""
-    torch.manual_seed(0)
-    net = tiny_cnn()
-    x, y = load_ham(data_dir, 96)
-    opt = torch.optim.Adam(net.parameters(), 5e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    return net.eval()
-
-
-@pytest.fixture(scope="module")
-def ham(data_dir):
-    net = trained_ham_cnn(data_dir)
-    x, y = load_ham(data_dir, 24, offset=96)  # held-out lesions
-    return net, x, y
 
 
 def accuracy(net, x, y):

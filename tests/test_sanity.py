@@ -3,9 +3,6 @@ raises no flag, and deliberately gradient-masked versions of the same model that
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,14 +12,6 @@ from monai_dpaat.evaluation.sanity import (
     flags_from_records,
     score_of,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- the rules
@@ -96,49 +85,6 @@ def test_score_of_hand_computed():
 
 
 # --------------------------------------------------------------------------- real models
-def load_ham(data_dir, n_per_class, offset=0, size=32):
-    """``n_per_class`` nv (label 0) and mel (label 1) images, one per lesion, resized to ``size``."""
-    from PIL import Image
-
-    root = data_dir / "ham10000"
-    img_dir = root / "HAM10000_images_part_1"
-    ids: dict[str, list[str]] = {"nv": [], "mel": []}
-    seen = set()
-    with open(root / "HAM10000_metadata.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["dx"] in ids and row["lesion_id"] not in seen and (img_dir / f"{row['image_id']}.jpg").exists():
-                seen.add(row["lesion_id"])
-                ids[row["dx"]].append(row["image_id"])
-    xs, ys = [], []
-    for label, dx in enumerate(("nv", "mel")):
-        for image_id in sorted(ids[dx])[offset:offset + n_per_class]:
-            img = Image.open(img_dir / f"{image_id}.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
-            xs.append(np.asarray(img, dtype=np.float32) / 255.0)
-            ys.append(label)
-    return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys)
-
-
-def trained_ham_cnn(data_dir):
-    """A tiny CNN trained briefly (20 epochs of Adam on 192 real images; about 75% held-out accuracy)."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(16, 2),
-    )
-    x, y = load_ham(data_dir, 96)
-    opt = torch.optim.Adam(net.parameters(), 5e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    return net.eval()
-
-
 class QuantizedInput(nn.Module):
     """Gradient masking by a non-differentiable input quantisation: ``net(round(x * levels) / levels)``.
     ``torch.round`` has a zero gradient, so every gradient attack sees a flat loss."""
@@ -161,13 +107,6 @@ class SaturatedLogits(nn.Module):
 
     def forward(self, x):
         return self.net(x) * 1e4
-
-
-@pytest.fixture(scope="module")
-def ham(data_dir):
-    net = trained_ham_cnn(data_dir)
-    x, y = load_ham(data_dir, 24, offset=96)  # 48 held-out lesions
-    return net, x, y
 
 
 @pytest.mark.slow

@@ -16,14 +16,6 @@ from monai_dpaat.attacks.segpgd import pixel_terms
 EPS = 8 / 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Centered(nn.Module):
     """``(x - 0.5) * gain``: makes a randomly initialised net's prediction follow its input, so the
     prediction map is not one constant class and an 8/255 perturbation can change it."""
