@@ -1,0 +1,22 @@
+"""Adversarial training as MONAI ``SupervisedTrainer(iteration_update=...)`` callables.
+
+``STD`` is MONAI's own iteration (``build_iteration("std")`` returns None); ``AT`` (Madry et al.),
+``SAT`` (Goodfellow et al.), ``AMAT`` (Ma & Liang) and ``DPAAT`` (Li et al. 2024) wrap
+``engine._iteration`` so every MONAI handler, metric, postprocessing step and amp keep working.
+"""
+
+from .amat import AMATIteration, prediction_correct
+from .at import ATIteration, SATIteration
+from .base import AdversarialIteration, NonFiniteLossError, PerSampleEpsilonMixin, StandardIteration
+from .dpaat import DPAATIteration, dpaat_epsilon_update
+from .factory import METHODS, build_iteration
+from .losses import SynchronizationLoss, symmetric_kl
+from .utils import AdvKeys, InfererNetwork, per_sample_losses, resolve_attack
+
+__all__ = [
+    "NonFiniteLossError",
+    "StandardIteration",
+    "AdversarialIteration", "PerSampleEpsilonMixin", "ATIteration", "SATIteration", "AMATIteration",
+    "DPAATIteration", "METHODS", "build_iteration", "dpaat_epsilon_update", "prediction_correct",
+    "SynchronizationLoss", "symmetric_kl", "AdvKeys", "InfererNetwork", "per_sample_losses", "resolve_attack",
+]

@@ -1,0 +1,207 @@
+"""AMAT: adaptive-margin adversarial training (Ma & Liang, arXiv 2206.01736), as its authors' code does it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from monai.metrics import compute_dice
+from monai.networks.utils import eval_mode, one_hot
+
+from monai_dpaat.attacks import PGDL2
+
+from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
+from .utils import AdvKeys, attack_network, first_output
+
+__all__ = ["AMATIteration", "prediction_correct"]
+
+
+def prediction_correct(pred: Any, targets: torch.Tensor, dice_threshold: float = 0.5) -> torch.Tensor:
+    """``(N,)`` bool: whether each sample is still "correct".
+
+    - classification ``(N, K)`` logits: arg-max equals the label (``targets`` ``(N,)``, ``(N, 1)`` or one-hot
+      ``(N, K)``); one output channel: ``logit > 0`` equals the 0/1 label.
+    - segmentation ``(N, K, *spatial)``: mean foreground Dice of the arg-max (``K = 1``: ``logit > 0``)
+      against ``targets`` (indices ``(N, 1, *spatial)`` or one-hot) is ``>= dice_threshold``.
+      AMAT's authors use the clean model's mean Dice as the threshold; pass it here.
+    """
+    p = first_output(pred).detach()
+    n, k = p.shape[0], p.shape[1]
+    if p.ndim == 2:
+        t = targets.detach()
+        if t.ndim == 2 and t.shape[1] == k and k > 1:
+            t = t.argmax(1)
+        t = t.reshape(n).long()
+        guess = (p[:, 0] > 0).long() if k == 1 else p.argmax(1)
+        return guess == t
+    classes = max(k, 2)
+    guess = (p > 0).long() if k == 1 else p.argmax(1, keepdim=True)
+    t = targets.detach()
+    t = t.argmax(1, keepdim=True) if (t.shape[1] == k and k > 1) else t.reshape(n, 1, *p.shape[2:])
+    dice = compute_dice(
+        one_hot(guess, classes), one_hot(t.long(), classes), include_background=False, ignore_empty=False
+    )
+    return torch.nan_to_num(dice, nan=1.0).mean(1) >= dice_threshold
+
+
+def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.reshape(delta.shape[0], -1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
+    """AMAT as a ``SupervisedTrainer(iteration_update=...)`` callable.
+
+    Each training sample keeps its own margin ``eps_i`` (initially ``eps_step``). Per mini-batch:
+
+    1. attack every sample inside ``eps_i`` (step ``alpha_fraction * eps_i``) -> ``x_adv``;
+    2. loss ``(1 - beta) * L(f(x), y) + beta * L(f(x_adv), y)``, the adversarial term over the samples the
+       model gets right on clean input (as the authors' code; 0 when there are none);
+    3. margin update for clean-correct samples: no adversarial example found (``x_adv`` still correct,
+       judged on the training forward) -> ``eps_i += eps_step``; one found -> ``eps_i`` = the perturbation size
+       at which the prediction first flips along the found direction ``delta``: the smallest of
+       ``t * ||delta||``, ``t in {1/R, ..., 1}`` (``R = refine_steps``, extra no-grad forwards on the
+       flipped samples only; the authors stop their PGD at the crossing, this recovers that size from our
+       fixed-step attack). ``eps_i`` is clipped to ``[0, eps_max]``. Clean-wrong samples keep their margin.
+
+    Args:
+        num_samples: training list length. attack: training adversary (default 7-step L-inf PGD, eps 8/255,
+            the DPAAT paper's comparison setting; the AMAT authors use 20-step L2 PGD: pass ``PGDL2``).
+        beta: weight of the adversarial term; 0.5 as the authors.
+        eps_max: largest margin; default the attack's eps, so AMAT never exceeds AT's budget.
+        eps_step: the margin increment Delta (also the initial margin); default ``eps_max / 4``: a sample the
+            model keeps right reaches ``eps_max`` after four visits (epochs).
+        alpha_fraction: attack step as a fraction of ``eps_i``; default the attack's alpha / eps.
+        refine_steps: ``R`` above; 1 takes the full ``||delta||``. Default 4.
+        norm: ``"linf"`` or ``"l2"`` for the perturbation size; default from the attack (L2 for ``PGDL2``).
+        dice_threshold: segmentation "correct" threshold (see :func:`prediction_correct`).
+        correct_function: optional ``(pred, target) -> (N,) bool`` replacing :func:`prediction_correct`.
+
+    Logged: ``loss_clean``, ``loss_adv``, ``eps_mean/min/max`` of the batch, ``attack_success`` (fraction
+    of clean-correct samples whose adversarial example flipped). ``state_dict()``: ``{"epsilon": (num_samples,)}``.
+    """
+
+    method = "amat"
+
+    def __init__(
+        self,
+        num_samples: int,
+        attack: Any = None,
+        beta: float = 0.5,
+        eps_max: float | None = None,
+        eps_step: float | None = None,
+        alpha_fraction: float | None = None,
+        refine_steps: int = 4,
+        norm: str | None = None,
+        dice_threshold: float = 0.5,
+        correct_function: Callable | None = None,
+        index_key: str = "index",
+    ) -> None:
+        super().__init__(attack=attack, index_key=index_key)
+        attack_eps = attack_eps_value(self.attack)
+        attack_alpha = attack_eps_value(self.attack, "alpha")
+        if eps_max is None:
+            if attack_eps is None:
+                raise ValueError("eps_max is required when the attack has no scalar eps")
+            eps_max = attack_eps
+        self.eps_max = float(eps_max)
+        self.eps_step = float(self.eps_max / 4 if eps_step is None else eps_step)
+        if not 0 < self.eps_step <= self.eps_max:
+            raise ValueError(f"need 0 < eps_step <= eps_max, got eps_step={self.eps_step}, eps_max={self.eps_max}")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if alpha_fraction is None:
+            alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
+        if alpha_fraction <= 0:
+            raise ValueError(f"alpha_fraction must be > 0, got {alpha_fraction}")
+        if int(refine_steps) != refine_steps or refine_steps < 1:
+            raise ValueError(f"refine_steps must be an integer >= 1, got {refine_steps}")
+        norm = norm or ("l2" if isinstance(self.attack, PGDL2) else "linf")
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        self.beta = float(beta)
+        self.alpha_fraction = float(alpha_fraction)
+        self.refine_steps = int(refine_steps)
+        self.norm = norm
+        self.dice_threshold = float(dice_threshold)
+        self.correct_function = correct_function
+        self._init_table(num_samples, self.eps_step)
+
+    def is_correct(self, pred: Any, targets: Any) -> torch.Tensor:
+        if self.correct_function is not None:
+            return torch.as_tensor(self.correct_function(pred, targets)).reshape(-1).bool()
+        return prediction_correct(pred, targets, self.dice_threshold)
+
+    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
+        inputs = step["inputs"]
+        idx = self.batch_ids(batchdata, inputs.shape[0])
+        eps = self.batch_epsilon(idx, inputs)
+        x_adv = self.attack_batch(engine, step, eps=eps, alpha=self.alpha_fraction * eps)
+        return {"idx": idx, "eps": eps, "x_adv": x_adv}
+
+    def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
+        pred_adv = self.adversarial_forward(engine, step)
+        loss_clean = loss_function(pred, targets).mean()
+        clean_ok = self.is_correct(pred, targets)
+        adv_ok = self.is_correct(pred_adv, targets)
+        if clean_ok.any():
+            sel = clean_ok.nonzero().reshape(-1)
+            sub = [p[sel] for p in pred_adv] if isinstance(pred_adv, (list, tuple)) else pred_adv[sel]
+            loss_adv = loss_function(sub, targets[sel]).mean()
+        else:
+            loss_adv = first_output(pred_adv).sum() * 0.0
+        flipped = clean_ok & ~adv_ok
+        step.update(clean_ok=clean_ok, flipped=flipped, size=self._found_size(engine, step, flipped))
+        self.publish(
+            engine,
+            {
+                AdvKeys.LOSS_CLEAN: loss_clean,
+                AdvKeys.LOSS_ADV: loss_adv,
+                AdvKeys.SUCCESS: flipped.float().sum() / clean_ok.float().sum().clamp_min(1.0),
+                **self.eps_stats(step["eps"]),
+            },
+        )
+        return (1.0 - self.beta) * loss_clean + self.beta * loss_adv
+
+    @torch.no_grad()
+    def _found_size(self, engine: Any, step: dict, flipped: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` perturbation size at the first flip along ``x_adv - x`` (meaningful where ``flipped``)."""
+        x, x_adv = step["inputs"], step["x_adv"]
+        delta = (x_adv - x).detach()
+        size = _norm(delta, self.norm)
+        sel = flipped.nonzero().reshape(-1)
+        if self.refine_steps == 1 or sel.numel() == 0:
+            return size
+        net = attack_network(engine, step["args"], step["kwargs"])
+        targets = step["targets"][sel]
+        found = torch.ones(sel.numel(), dtype=torch.bool, device=x.device)
+        best = torch.ones(sel.numel(), dtype=x.dtype, device=x.device)
+        # eval_mode only flips train flags (eval forwards leave BatchNorm buffers alone): restoring buffers by
+        # an in-place copy here, between the training forward and its backward, would break autograd.
+        with eval_mode(net):
+            for k in range(self.refine_steps - 1, 0, -1):  # t = (R-1)/R, ..., 1/R: keep the smallest flipping t
+                t = k / self.refine_steps
+                wrong = ~self.is_correct(net(x[sel] + t * delta[sel]), targets)
+                best = torch.where(wrong & found, torch.full_like(best, t), best)
+                found = found & wrong  # a smaller t only counts while every larger one flipped too
+        size = size.clone()
+        size[sel] = best * size[sel]
+        return size
+
+    def finish_step(self, engine: Any, step: dict) -> None:
+        if "clean_ok" not in step:
+            return
+        idx = step["idx"]
+        eps = self.epsilon[idx].to(step["eps"].device, torch.float64)
+        grown = eps + self.eps_step
+        found = step["size"].to(torch.float64)
+        new = torch.where(step["flipped"], found, torch.where(step["clean_ok"], grown, eps)).clamp(0.0, self.eps_max)
+        self.write_epsilon(idx.to(new.device), new)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._table_state()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self._load_table(state_dict)

@@ -1,0 +1,245 @@
+"""DPAAT: Dynamic Perturbation-Adaptive Adversarial Training (Li et al. 2024, arXiv 2403.06798)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
+from .losses import symmetric_kl
+from .utils import AdvKeys, all_reduce_sum, first_output, per_sample_losses
+
+__all__ = ["DPAATIteration", "dpaat_epsilon_update"]
+
+
+def dpaat_epsilon_update(
+    eps: torch.Tensor,
+    loss_change: torch.Tensor,
+    criterion: float | torch.Tensor,
+    scale: float | torch.Tensor,
+    step_size: float,
+    eps_min: float,
+    eps_max: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """DPAAT's perturbation adaptation (paper eq. 15, constants ours).
+
+    ``eps_i <- clip(eps_i - sign(dL_i - mu) * step_size * tanh(|dL_i - mu| / (temperature * scale)), eps_min, eps_max)``
+
+    Samples whose adversarial loss change ``dL_i`` exceeds the criterion ``mu`` (fragile) shrink, the
+    others (stable) grow; the adaptive length grows with ``|dL_i - mu|`` measured in units of ``scale``
+    (the running standard deviation of ``dL``), is tiny near ``mu`` and never exceeds ``step_size``;
+    the result is clipped to ``[eps_min, eps_max]`` so epsilon neither collapses nor explodes.
+
+    Args:
+        eps, loss_change: ``(N,)`` current epsilons and ``dL_i = L(x_adv_i) - L(x_i)``.
+        criterion: ``mu``, the batch mean of ``dL`` (global over ranks).
+        scale: positive spread of ``dL`` (values <= 0 are treated as 1e-12).
+
+    Returns:
+        ``(N,)`` new epsilons.
+    """
+    diff = loss_change.to(eps.dtype) - torch.as_tensor(criterion, dtype=eps.dtype, device=eps.device)
+    s = torch.as_tensor(scale, dtype=eps.dtype, device=eps.device).clamp_min(1e-12)
+    length = step_size * torch.tanh(diff.abs() / (temperature * s))
+    return (eps - torch.sign(diff) * length).clamp(min=eps_min, max=eps_max)
+
+
+class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
+    """DPAAT as a ``SupervisedTrainer(iteration_update=...)`` callable.
+
+    Per mini-batch (paper Alg. 1, eqs. 11-16):
+
+    1. each sample ``i`` (id from ``batch[index_key]``) is attacked inside its own budget ``eps_i`` with
+       step ``alpha_i = alpha_fraction * eps_i`` -> ``x_adv``;
+    2. total loss ``L_clean + L_adv + lambda_sync * L_sync``; ``L_sync`` is the symmetric KL between the
+       softmax (sigmoid for one channel) outputs on ``x`` and ``x_adv``, per pixel for segmentation
+       (:class:`~monai_dpaat.training.losses.SynchronizationLoss`); ``L_clean``/``L_adv`` are the trainer's
+       ``loss_function``;
+    3. per-sample loss changes ``dL_i = L(x_adv_i) - L(x_i)`` (the trainer loss per sample: a mean over
+       pixels/voxels for segmentation); the criterion ``mu`` is the batch mean of ``dL``, all-reduced over
+       DDP ranks so every rank adapts from the same global distribution; running mean/variance of ``dL``
+       (momentum ``momentum``) are kept across steps, the "dynamic environment";
+    4. after the optimizer step, ``eps_i`` moves by :func:`dpaat_epsilon_update` (fragile ``dL_i > mu``
+       shrink, stable grow) and the (index, eps) pairs are all-gathered so every rank's table agrees.
+
+    The paper's equations lost their symbols in extraction; the unstated constants are parameters:
+
+    Args:
+        num_samples: length of the training list (size of the epsilon table). Ids must be in ``[0, num_samples)``.
+        attack: training adversary (instance, name, dict or None = 7-step L-inf PGD with random start,
+            eps 8/255, alpha 2/255: the paper's "7-step PGD" adversary). Its per-call eps/alpha are overridden.
+        lambda_sync: weight of ``L_sync``; 0.5 as in the paper.
+        adapt_eps: adapt per-sample epsilon (False: fixed ``eps_init``, the ablation D-B).
+        sync_loss: add ``lambda_sync * L_sync`` (False: ablation D-A). Both True: D-(A+B) = DPAAT.
+        eps_init: starting epsilon of every sample. Default: the attack's eps (8/255), so DPAAT starts
+            where AT trains.
+        eps_min: lower bound; default ``eps_init / 4``, so no sample ever drops out of adversarial training.
+        eps_max: upper bound; default ``2 * eps_init``, so stable samples can take up to twice the AT
+            budget but a robust-accuracy comparison at ``eps_init`` stays meaningful.
+        alpha_fraction: PGD step as a fraction of each sample's eps. Default: the attack's alpha / eps
+            (0.25 for the default PGD, Madry et al.'s 2/255 per 8/255), so the step stays in proportion.
+        step_size: the bound on the adaptive length (largest change per visit). Default ``eps_init / 8``:
+            a sample needs at least 8 visits (epochs) to travel from ``eps_init`` to a bound, slow
+            against the paper's 50-60 epochs but visible within a few.
+        temperature: ``|dL_i - mu|`` (in running standard deviations) at which the length reaches
+            ``tanh(1) = 76 %`` of ``step_size``. Default 1.0: a one-sigma outlier moves most of a step.
+        momentum: momentum of the running mean/variance of ``dL``; 0.9 (a memory of ~10 mini-batches,
+            BatchNorm's convention).
+        index_key: batch key with the sample ids.
+        sample_loss_function: optional ``(pred, target) -> (N, ...)`` per-sample loss for ``dL``; default: the
+            trainer's loss on each sample (see :func:`~monai_dpaat.training.utils.per_sample_losses`).
+
+    Logged per iteration: ``loss_clean``, ``loss_adv``, ``loss_sync`` (computed without grad when
+    ``sync_loss=False``), ``eps_mean/min/max`` of the batch, ``fragile_fraction`` (this rank's samples with
+    ``dL_i > mu``) and ``loss_change_mean`` (``mu``).
+
+    ``state_dict()``: ``epsilon (num_samples,)``, ``running_mean``, ``running_var``, ``num_updates`` (tensors).
+    """
+
+    method = "dpaat"
+
+    def __init__(
+        self,
+        num_samples: int,
+        attack: Any = None,
+        lambda_sync: float = 0.5,
+        adapt_eps: bool = True,
+        sync_loss: bool = True,
+        eps_init: float | None = None,
+        eps_min: float | None = None,
+        eps_max: float | None = None,
+        alpha_fraction: float | None = None,
+        step_size: float | None = None,
+        temperature: float = 1.0,
+        momentum: float = 0.9,
+        index_key: str = "index",
+        sample_loss_function: Callable | None = None,
+    ) -> None:
+        super().__init__(attack=attack, index_key=index_key)
+        attack_eps = attack_eps_value(self.attack)
+        attack_alpha = attack_eps_value(self.attack, "alpha")
+        if eps_init is None:
+            if attack_eps is None:
+                raise ValueError("eps_init is required when the attack has no scalar eps")
+            eps_init = attack_eps
+        eps_init = float(eps_init)
+        self.eps_init = eps_init
+        self.eps_min = float(eps_init / 4 if eps_min is None else eps_min)
+        self.eps_max = float(2 * eps_init if eps_max is None else eps_max)
+        if not 0 <= self.eps_min <= eps_init <= self.eps_max:
+            raise ValueError(
+                "need 0 <= eps_min <= eps_init <= eps_max, got "
+                f"eps_min={self.eps_min}, eps_init={eps_init}, eps_max={self.eps_max}"
+            )
+        if alpha_fraction is None:
+            alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
+        self.alpha_fraction = float(alpha_fraction)
+        self.step_size = float(eps_init / 8 if step_size is None else step_size)
+        if self.alpha_fraction <= 0 or self.step_size < 0:
+            raise ValueError(
+                f"alpha_fraction must be > 0 and step_size >= 0, got {self.alpha_fraction}, {self.step_size}"
+            )
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.temperature = float(temperature)
+        self.momentum = float(momentum)
+        self.lambda_sync = float(lambda_sync)
+        self.adapt_eps = bool(adapt_eps)
+        self.sync_loss = bool(sync_loss)
+        self.sample_loss_function = sample_loss_function
+        self._init_table(num_samples, eps_init)
+        self.running_mean = torch.zeros((), dtype=torch.float64)
+        self.running_var = torch.zeros((), dtype=torch.float64)
+        self.num_updates = torch.zeros((), dtype=torch.int64)
+        #: ``(N,)`` this rank's ``dL_i`` of the latest mini-batch (for inspection and tests)
+        self.last_loss_change: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ steps
+    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
+        inputs = step["inputs"]
+        idx = self.batch_ids(batchdata, inputs.shape[0])
+        eps = self.batch_epsilon(idx, inputs)
+        x_adv = self.attack_batch(engine, step, eps=eps, alpha=self.alpha_fraction * eps)
+        return {"idx": idx, "eps": eps, "x_adv": x_adv}
+
+    def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
+        pred_adv = self.adversarial_forward(engine, step)
+        loss_clean = loss_function(pred, targets).mean()
+        loss_adv = loss_function(pred_adv, targets).mean()
+        if self.sync_loss:
+            loss_sync = symmetric_kl(first_output(pred), first_output(pred_adv)).mean()
+        else:
+            with torch.no_grad():
+                loss_sync = symmetric_kl(first_output(pred), first_output(pred_adv)).mean()
+        total = loss_clean + loss_adv + (self.lambda_sync * loss_sync if self.sync_loss else 0.0)
+
+        # dL_i = L(x_adv_i) - L(x_i), detached; its global batch mean is the fragile/stable criterion
+        dl = per_sample_losses(loss_function, pred_adv, targets, self.sample_loss_function)
+        dl = dl - per_sample_losses(loss_function, pred, targets, self.sample_loss_function)
+        d = dl.double()
+        sums = all_reduce_sum(torch.stack([d.sum(), (d**2).sum(), d.new_tensor(float(d.numel()))]))
+        count = sums[2].clamp_min(1.0)
+        mean = sums[0] / count
+        var = (sums[1] / count - mean**2).clamp_min(0.0)
+        step.update(loss_change=dl.detach(), criterion=mean, batch_var=var)
+        self.last_loss_change = dl.detach()
+        self.publish(
+            engine,
+            {
+                AdvKeys.LOSS_CLEAN: loss_clean,
+                AdvKeys.LOSS_ADV: loss_adv,
+                AdvKeys.LOSS_SYNC: loss_sync,
+                AdvKeys.FRAGILE: (d > mean.to(d.device)).float().mean(),
+                AdvKeys.CRITERION: mean,
+                **self.eps_stats(step["eps"]),
+            },
+        )
+        return total
+
+    def finish_step(self, engine: Any, step: dict) -> None:
+        if "criterion" not in step:  # the loss closure never ran (e.g. a custom iteration skipped it)
+            return
+        mean, var = step["criterion"].cpu(), step["batch_var"].cpu()
+        if int(self.num_updates) == 0:
+            self.running_mean, self.running_var = mean.clone(), var.clone()
+        else:
+            m = self.momentum
+            self.running_mean = m * self.running_mean + (1 - m) * mean
+            self.running_var = m * self.running_var + (1 - m) * var
+        self.num_updates = self.num_updates + 1
+        if self.adapt_eps:
+            eps = self.epsilon[step["idx"]]
+            new_eps = dpaat_epsilon_update(
+                eps.double(),
+                step["loss_change"].cpu().double(),
+                mean,
+                self.running_var.sqrt(),
+                self.step_size,
+                self.eps_min,
+                self.eps_max,
+                self.temperature,
+            )
+            self.write_epsilon(step["idx"].to(step["loss_change"].device), new_eps.to(step["loss_change"].device))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            **self._table_state(),
+            "running_mean": self.running_mean.clone(),
+            "running_var": self.running_var.clone(),
+            "num_updates": self.num_updates.clone(),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self._load_table(state_dict)
+        missing = [k for k in ("running_mean", "running_var", "num_updates") if k not in state_dict]
+        if missing:
+            raise ValueError(f"DPAAT state_dict lacks {missing} (found {sorted(state_dict)})")
+        self.running_mean = torch.as_tensor(state_dict["running_mean"], dtype=torch.float64).clone().reshape(())
+        self.running_var = torch.as_tensor(state_dict["running_var"], dtype=torch.float64).clone().reshape(())
+        self.num_updates = torch.as_tensor(state_dict["num_updates"], dtype=torch.int64).clone().reshape(())

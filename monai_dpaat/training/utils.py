@@ -1,0 +1,237 @@
+"""Helpers shared by the adversarial training iterations: attack resolution, batch unpacking, sample
+ids, per-sample losses, the inferer-as-module wrapper and the ``torch.distributed`` reductions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from monai.data import MetaTensor
+from monai.inferers import SimpleInferer
+from monai.utils import evenly_divisible_all_gather
+from monai.utils.dist import get_dist_device
+
+from monai_dpaat.attacks import PGD, Attack, build_attack
+
+__all__ = [
+    "AdvKeys",
+    "resolve_attack",
+    "unpack_batch",
+    "batch_indices",
+    "per_sample_losses",
+    "first_output",
+    "InfererNetwork",
+    "distributed_ready",
+    "all_reduce_sum",
+    "all_gather_cat",
+]
+
+
+class AdvKeys:
+    """Names of the per-iteration numbers an adversarial iteration writes into ``engine.state.output``
+    (copied into every decollated item, like ``loss``) and ``engine.state.adversarial`` (python floats)."""
+
+    LOSS_CLEAN = "loss_clean"
+    LOSS_ADV = "loss_adv"
+    LOSS_SYNC = "loss_sync"
+    EPS_MEAN = "eps_mean"
+    EPS_MIN = "eps_min"
+    EPS_MAX = "eps_max"
+    FRAGILE = "fragile_fraction"
+    CRITERION = "loss_change_mean"
+    SUCCESS = "attack_success"
+
+
+def default_training_attack() -> Attack:
+    """The DPAAT paper's training adversary: 7-step L-inf PGD with random start, eps 8/255, alpha 2/255
+    (Madry et al.'s CIFAR setting; the paper's own eps was lost in extraction)."""
+    return PGD(eps=8 / 255, alpha=2 / 255, steps=7, random_start=True)
+
+
+def resolve_attack(attack: Attack | Callable | str | Mapping | None) -> Callable:
+    """Return an attack callable from an instance, a name (``"7-pgd"``; a bare ``"pgd"`` has the attack's
+    default 10 steps), a dict
+    ``{"name": "pgd", "eps": ..., ...}`` (the other keys go to the constructor), or ``None`` (the
+    default 7-step PGD, see :func:`default_training_attack`)."""
+    if attack is None:
+        return default_training_attack()
+    if isinstance(attack, str):
+        return build_attack(attack)
+    if isinstance(attack, Mapping):
+        kwargs = dict(attack)
+        name = kwargs.pop("name", None)
+        if name is None:
+            raise ValueError(f"an attack given as a dict needs a 'name' key (e.g. 'pgd'), got keys {sorted(kwargs)}")
+        return build_attack(name, **kwargs)
+    if callable(attack):
+        return attack
+    raise ValueError(f"attack must be an Attack, a name, a dict with 'name', or None; got {type(attack).__name__}")
+
+
+def unpack_batch(engine: Any, batchdata: Any) -> tuple[torch.Tensor, Any, tuple, dict]:
+    """Run the engine's ``prepare_batch`` (as ``SupervisedTrainer._iteration`` does) and return
+    ``(inputs, targets, args, kwargs)``; MetaTensors become plain tensors for the attack."""
+    if batchdata is None:
+        raise ValueError("Must provide batch data for current iteration.")
+    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+    if len(batch) == 2:
+        inputs, targets = batch
+        args, kwargs = (), {}
+    else:
+        inputs, targets, args, kwargs = batch
+    if isinstance(inputs, MetaTensor):
+        inputs = inputs.as_tensor()
+    if isinstance(targets, MetaTensor):
+        targets = targets.as_tensor()
+    return inputs, targets, tuple(args or ()), dict(kwargs or {})
+
+
+def batch_indices(batchdata: Any, key: str, num_samples: int, batch_size: int) -> torch.Tensor:
+    """The sample ids of a batch as a CPU ``(N,)`` long tensor, validated against the table size.
+
+    Raises:
+        ValueError: the batch is not a dict or lacks ``key``; the ids are not integers, not one per
+            sample, negative or ``>= num_samples``.
+    """
+    if not isinstance(batchdata, Mapping) or key not in batchdata:
+        found = sorted(batchdata) if isinstance(batchdata, Mapping) else type(batchdata).__name__
+        raise ValueError(
+            f"the batch has no sample-id key {key!r} (found {found}); per-sample epsilon methods need every "
+            f"item to carry its position in the training list, e.g. {{'image': ..., 'label': ..., '{key}': i}}"
+        )
+    idx = torch.as_tensor(batchdata[key])
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"batch[{key!r}] must hold integer sample ids, got dtype {idx.dtype}")
+    idx = idx.reshape(-1).long().cpu()
+    if idx.numel() != batch_size:
+        raise ValueError(f"batch[{key!r}] has {idx.numel()} ids for a batch of {batch_size} samples")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_samples):
+        raise ValueError(
+            f"batch[{key!r}] has ids outside [0, {num_samples}) (num_samples={num_samples}): "
+            f"min {int(idx.min())}, max {int(idx.max())}"
+        )
+    return idx
+
+
+def first_output(pred: Any) -> torch.Tensor:
+    """The full-resolution output of a network that may return a deep-supervision list."""
+    return pred[0] if isinstance(pred, (list, tuple)) else pred
+
+
+def _slice(x: Any, i: int) -> Any:
+    if isinstance(x, (list, tuple)):
+        return type(x)(_slice(v, i) for v in x)
+    if isinstance(x, torch.Tensor) and x.ndim > 0:
+        return x[i : i + 1]
+    return x
+
+
+def _vectorized_sample_losses(loss_function: Callable, pred: Any, targets: Any) -> torch.Tensor | None:
+    """Exact one-call ``(N,)`` per-sample losses for torch's mean-reduced, unweighted ``CrossEntropyLoss``
+    (class-index targets, ``ignore_index`` honoured) and ``BCEWithLogitsLoss``; None for anything else."""
+    if not isinstance(pred, torch.Tensor) or not isinstance(targets, torch.Tensor) or pred.ndim < 2:
+        return None
+    n = pred.shape[0]
+    if type(loss_function) is torch.nn.CrossEntropyLoss and loss_function.weight is None:
+        if loss_function.reduction != "mean" or targets.is_floating_point() or targets.shape != (n, *pred.shape[2:]):
+            return None
+        per = F.cross_entropy(
+            pred, targets, reduction="none", ignore_index=loss_function.ignore_index,
+            label_smoothing=loss_function.label_smoothing,
+        ).reshape(n, -1)
+        keep = (targets != loss_function.ignore_index).reshape(n, -1).to(per.dtype)
+        return (per * keep).sum(1) / keep.sum(1)
+    if type(loss_function) is torch.nn.BCEWithLogitsLoss:
+        if loss_function.weight is not None or loss_function.pos_weight is not None:
+            return None
+        if loss_function.reduction != "mean" or targets.shape != pred.shape:
+            return None
+        per = F.binary_cross_entropy_with_logits(pred, targets.to(pred.dtype), reduction="none")
+        return per.reshape(n, -1).mean(1)
+    return None
+
+
+@torch.no_grad()
+def per_sample_losses(
+    loss_function: Callable, pred: Any, targets: Any, sample_loss_function: Callable | None = None
+) -> torch.Tensor:
+    """Detached ``(N,)`` loss of every sample.
+
+    With ``sample_loss_function`` (returns ``(N,)`` or ``(N, ...)``, e.g. ``CrossEntropyLoss(reduction="none")``)
+    the result is its mean over all but the batch dim. torch's unweighted ``CrossEntropyLoss`` and
+    ``BCEWithLogitsLoss`` are computed in one vectorised call. Otherwise ``loss_function`` (the trainer's,
+    e.g. ``DiceCELoss``) is called on each one-sample slice, which is exact for any batch-mean loss and
+    costs N small calls (about a millisecond for N = 32 on CPU).
+    For segmentation the per-sample loss is then the trainer loss on that image: a mean over its pixels/voxels.
+    """
+    n = first_output(pred).shape[0]
+    if sample_loss_function is not None:
+        out = torch.as_tensor(sample_loss_function(pred, targets))
+        if out.ndim == 0 or out.shape[0] != n:
+            raise ValueError(
+                f"sample_loss_function must return (N,) or (N, ...) with N={n}, got shape {tuple(out.shape)}"
+            )
+        return out.reshape(n, -1).float().mean(1).detach()
+    fast = _vectorized_sample_losses(loss_function, pred, targets)
+    if fast is not None:
+        return fast.float()
+    losses = [torch.as_tensor(loss_function(_slice(pred, i), _slice(targets, i))).float().mean() for i in range(n)]
+    return torch.stack(losses)
+
+
+class InfererNetwork(torch.nn.Module):
+    """``network`` seen through the trainer's inferer (and the extra args of ``prepare_batch``), so an
+    attack computes gradients through exactly the forward the trainer uses (sliding window, etc.)."""
+
+    def __init__(self, inferer: Callable, network: torch.nn.Module, args: tuple = (), kwargs: dict | None = None):
+        super().__init__()
+        self.inferer = inferer
+        self.network = network
+        self.args = args
+        self.kwargs = kwargs or {}
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.inferer(x, self.network, *self.args, **self.kwargs)
+
+
+def unwrap_parallel(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel``/``DataParallel``: the attack's input-gradient passes
+    must not go through DDP's reducer (they never produce parameter gradients to synchronise)."""
+    parallel = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return network.module if isinstance(network, parallel) else network
+
+
+def attack_network(engine: Any, args: tuple, kwargs: dict) -> torch.nn.Module:
+    """The network the attack differentiates: ``engine.network`` (unwrapped from DDP) when the inferer is a
+    plain forward, else an :class:`InfererNetwork` around it."""
+    network = unwrap_parallel(engine.network)
+    if type(engine.inferer) is SimpleInferer and not args and not kwargs:
+        return network
+    return InfererNetwork(engine.inferer, network, args, kwargs)
+
+
+def distributed_ready() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum ``values`` over all ranks (no-op without an initialised process group); returns a new tensor
+    on the input's device. Float64 so sums of per-sample losses agree bit-for-bit on every rank."""
+    out = values.detach().to(torch.float64)
+    if distributed_ready():
+        dev = get_dist_device() or torch.device("cpu")
+        buf = out.to(dev)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        out = buf.to(values.device)
+    return out
+
+
+def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``values`` (first dims may differ) from all ranks in rank order; identity when single-process."""
+    if not distributed_ready():
+        return values
+    return evenly_divisible_all_gather(values, concat=True).to(values.device)
