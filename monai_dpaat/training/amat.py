@@ -134,13 +134,6 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             return torch.as_tensor(self.correct_function(pred, targets)).reshape(-1).bool()
         return prediction_correct(pred, targets, self.dice_threshold)
 
-    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
-        inputs = step["inputs"]
-        idx = self.batch_ids(batchdata, inputs.shape[0])
-        eps = self.batch_epsilon(idx, inputs)
-        x_adv = self.attack_batch(engine, step, eps=eps, alpha=self.alpha_fraction * eps)
-        return {"idx": idx, "eps": eps, "x_adv": x_adv}
-
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
         pred_adv = self.adversarial_forward(engine, step)
         loss_clean = loss_function(pred, targets).mean()

@@ -198,6 +198,14 @@ class PerSampleEpsilonMixin:
     epsilon: torch.Tensor
     num_samples: int
 
+    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
+        """Attack each sample inside its own budget ``eps_i`` with step ``alpha_fraction * eps_i``."""
+        inputs = step["inputs"]
+        idx = self.batch_ids(batchdata, inputs.shape[0])
+        eps = self.batch_epsilon(idx, inputs)
+        x_adv = self.attack_batch(engine, step, eps=eps, alpha=self.alpha_fraction * eps)
+        return {"idx": idx, "eps": eps, "x_adv": x_adv}
+
     def _init_table(self, num_samples: int, eps_init: float) -> None:
         if int(num_samples) != num_samples or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer (the training list length), got {num_samples!r}")

@@ -160,13 +160,6 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         self.last_loss_change: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ steps
-    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
-        inputs = step["inputs"]
-        idx = self.batch_ids(batchdata, inputs.shape[0])
-        eps = self.batch_epsilon(idx, inputs)
-        x_adv = self.attack_batch(engine, step, eps=eps, alpha=self.alpha_fraction * eps)
-        return {"idx": idx, "eps": eps, "x_adv": x_adv}
-
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
         pred_adv = self.adversarial_forward(engine, step)
         loss_clean = loss_function(pred, targets).mean()
