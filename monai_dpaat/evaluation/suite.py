@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai.inferers import Inferer, SlidingWindowInferer
+from monai.inferers import Inferer
 from monai.utils import convert_to_tensor
 
 from monai_dpaat.attacks import Attack, build_attack, canonical_name, default_loss, restore_model_state
+from monai_dpaat.networks.inferer_network import InfererNetwork
 
 from .metrics import (
     CLASSIFICATION_METRICS,
@@ -199,33 +200,6 @@ def attack_info(entry: SuiteEntry) -> dict[str, Any]:
     name = match.group(1) if match else name
     return {"name": name, "eps": None if eps is None else float(eps),
             "steps": int(getattr(attack, "steps", 1)), "uses_gradient": bool(getattr(attack, "uses_gradient", True))}
-
-
-class InfererNetwork(nn.Module):
-    """``network`` and an inferer (e.g. :class:`monai.inferers.SlidingWindowInferer`) as one module, so
-    attacks differentiate through the sliding window on large tiles.
-
-    Args:
-        network: the model, ``(B, C, *roi) -> (B, K, *roi)``.
-        inferer: a MONAI inferer called as ``inferer(inputs, network)``; ``None`` builds a
-            ``SlidingWindowInferer(roi_size, sw_batch_size, overlap, mode)``.
-        roi_size, sw_batch_size, overlap, mode: the sliding window's settings when ``inferer`` is None.
-
-    ``forward(images (N, C, *spatial)) -> logits (N, K, *spatial)``.
-    """
-
-    def __init__(self, network: nn.Module, inferer: Inferer | None = None, roi_size: Sequence[int] | int | None = None,
-                 sw_batch_size: int = 4, overlap: float = 0.25, mode: str = "gaussian") -> None:
-        super().__init__()
-        if inferer is None:
-            if roi_size is None:
-                raise ValueError("InfererNetwork needs an inferer or a roi_size for the sliding window")
-            inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
-        self.network = network
-        self.inferer = inferer
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.inferer(images, self.network)
 
 
 @dataclass

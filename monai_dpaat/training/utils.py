@@ -16,6 +16,7 @@ from monai.utils import evenly_divisible_all_gather
 from monai.utils.dist import get_dist_device
 
 from monai_dpaat.attacks import PGD, Attack, build_attack
+from monai_dpaat.networks.inferer_network import InfererNetwork
 
 __all__ = [
     "AdvKeys",
@@ -183,21 +184,6 @@ def per_sample_losses(
     return torch.stack(losses)
 
 
-class InfererNetwork(torch.nn.Module):
-    """``network`` seen through the trainer's inferer (and the extra args of ``prepare_batch``), so an
-    attack computes gradients through exactly the forward the trainer uses (sliding window, etc.)."""
-
-    def __init__(self, inferer: Callable, network: torch.nn.Module, args: tuple = (), kwargs: dict | None = None):
-        super().__init__()
-        self.inferer = inferer
-        self.network = network
-        self.args = args
-        self.kwargs = kwargs or {}
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.inferer(x, self.network, *self.args, **self.kwargs)
-
-
 def unwrap_parallel(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside ``DistributedDataParallel``/``DataParallel``: the attack's input-gradient passes
     must not go through DDP's reducer (they never produce parameter gradients to synchronise)."""
@@ -211,7 +197,7 @@ def attack_network(engine: Any, args: tuple, kwargs: dict) -> torch.nn.Module:
     network = unwrap_parallel(engine.network)
     if type(engine.inferer) is SimpleInferer and not args and not kwargs:
         return network
-    return InfererNetwork(engine.inferer, network, args, kwargs)
+    return InfererNetwork(network, engine.inferer, args=args, kwargs=kwargs)
 
 
 def distributed_ready() -> bool:
