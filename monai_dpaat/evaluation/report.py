@@ -259,7 +259,7 @@ def render_markdown(results: Mapping[str, RobustnessResult], tables: Mapping[str
               + ("(correct only if no attack fools it)." if first.task == "classification" else "(lowest Dice)."), ""]
     lines += ["## Attacks", "", "| Attack | Settings |", "|---|---|"]
     for label, spec in first.attacks.items():
-        settings = ", ".join(f"{k}={_short(v)}" for k, v in spec.items() if k not in ("label",))
+        settings = ", ".join(f"{k}={_short(v) if k in _BUDGET_KEYS else v}" for k, v in spec.items() if k != "label")
         lines.append(f"| {label} | {settings} |")
     lines.append("")
     for metric, table in tables.items():
@@ -288,6 +288,10 @@ def render_markdown(results: Mapping[str, RobustnessResult], tables: Mapping[str
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
     return "\n".join(lines)
+
+
+#: spec keys that are budgets in image units, written as k/255 where they are such a fraction
+_BUDGET_KEYS = ("eps", "alpha", "std")
 
 
 def _short(value: Any) -> str:
