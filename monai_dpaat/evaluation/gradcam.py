@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -29,6 +28,7 @@ from torch import nn
 from monai.visualize import GradCAM
 
 from monai_dpaat.attacks.base import restore_model_state
+from monai_dpaat.data.ham10000 import read_ham10000_metadata
 from monai_dpaat.utils import load_weights
 
 __all__ = [
@@ -437,13 +437,12 @@ def load_ham10000_images(
     rows: dict[str, list[str]] = {c: [] for c in classes}
     dx_of: dict[str, str] = {}
     seen = set()
-    with open(meta, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["image_id"] in files:
-                dx_of[row["image_id"]] = row["dx"]
-                if row["dx"] in rows and row["lesion_id"] not in seen:
-                    seen.add(row["lesion_id"])
-                    rows[row["dx"]].append(row["image_id"])
+    for row in read_ham10000_metadata(meta):
+        if row["image_id"] in files:
+            dx_of[row["image_id"]] = row["dx"]
+            if row["dx"] in rows and row["lesion_id"] not in seen:
+                seen.add(row["lesion_id"])
+                rows[row["dx"]].append(row["image_id"])
     if image_ids is not None:
         missing = [i for i in image_ids if i not in files]
         if missing:
