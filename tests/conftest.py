@@ -27,8 +27,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def ham(data_dir):
     """``(net, x, y)``: a tiny CNN trained briefly on real HAM10000 images (nv vs mel, 32x32) and 48 held-out
-    images of other lesions (see ``real_models.py``); shared by the APGD and gradient-masking tests."""
-    from real_models import load_ham, trained_ham_cnn
+    images of other lesions (see ``helpers.py``); shared by the APGD and gradient-masking tests."""
+    from helpers import load_ham, trained_ham_cnn
 
     net = trained_ham_cnn(data_dir)
     x, y = load_ham(data_dir, 24, offset=96)  # held-out lesions

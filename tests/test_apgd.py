@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from real_models import tiny_cnn
+from helpers import tiny_cnn
 from torch import nn
 
 from monai_dpaat.attacks import APGD, APGDDLR, PGD, build_attack, dlr_loss

@@ -20,14 +20,6 @@ torchattacks = pytest.importorskip("torchattacks")
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads; restore the count for the rest of the session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 5
 TOL = 1e-5
 

@@ -22,14 +22,6 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads; restore the count for the rest of the session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 NAMES = sorted(ATTACKS)
 COMMON = ("eps", "alpha", "steps", "loss_function", "value_range", "generator", "model_mode")
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

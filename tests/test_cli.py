@@ -13,14 +13,6 @@ import torch
 from monai_dpaat.cli import main
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def small_cnn_checkpoint(tmp_path_factory):
     from monai_dpaat.networks import build_classifier
@@ -70,8 +62,7 @@ def test_module_entry_point_exit_status(tmp_path):
 
 
 @pytest.mark.slow
-def test_robustness_command_on_real_ham10000_with_an_eps_sweep(capsys, tmp_path, small_cnn_checkpoint, data_dir,
-                                                               one_thread):
+def test_robustness_command_on_real_ham10000_with_an_eps_sweep(capsys, tmp_path, small_cnn_checkpoint, data_dir):
     out = tmp_path / "report"
     code = main(["robustness", "--network", "small_cnn", "--checkpoint", str(small_cnn_checkpoint),
                  "--data", str(data_dir / "ham10000"), "--limit", "6", "--image_size", "32", "--attacks", "fgsm,10-ifgsm",
@@ -94,7 +85,7 @@ def test_robustness_command_on_real_ham10000_with_an_eps_sweep(capsys, tmp_path,
 
 
 @pytest.mark.slow
-def test_robustness_command_segmentation_from_a_network_config(capsys, tmp_path, data_dir, one_thread):
+def test_robustness_command_segmentation_from_a_network_config(capsys, tmp_path, data_dir):
     from monai.bundle import ConfigParser
 
     config = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 3, "out_channels": 1,
@@ -115,7 +106,7 @@ def test_robustness_command_segmentation_from_a_network_config(capsys, tmp_path,
 
 
 @pytest.mark.slow
-def test_demo_trains_and_reports(capsys, tmp_path, data_dir, one_thread):
+def test_demo_trains_and_reports(capsys, tmp_path, data_dir):
     code = main(["demo", "--data", str(data_dir / "ham10000"), "--output_dir", str(tmp_path), "--epochs", "1",
                  "--n_train", "16", "--n_test", "4", "--image_size", "32", "--batch_size", "8",
                  "--attacks", "fgsm,10-ifgsm", "--progress", "False"])

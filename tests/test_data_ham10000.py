@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_text
 import torch
 from monai.data import DataLoader, Dataset
 from PIL import Image
@@ -18,14 +19,6 @@ from monai_dpaat.data import ham10000_datalists, ham10000_transforms, read_ham10
 
 CLASSES = ("mel", "bkl", "nv")
 
-
-def _error_text(exc: BaseException) -> str:
-    """Messages of an exception and its causes (MONAI's Compose wraps errors in RuntimeError)."""
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__
-    return " | ".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -181,4 +174,4 @@ def test_corrupt_image(root, tmp_path):
         ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=0.0, validate=True)
     with pytest.raises(RuntimeError) as e:
         ham10000_transforms(image_size=32)({"image": str(folder / "ISIC_X2.jpg"), "label": 0})
-    assert "ISIC_X2.jpg" in _error_text(e.value) and "corrupt" in _error_text(e.value)
+    assert "ISIC_X2.jpg" in error_text(e.value) and "corrupt" in error_text(e.value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import error_text
 import torch
 from monai.data import DataLoader, Dataset
 
@@ -20,13 +21,6 @@ from monai_dpaat.data import (
     nifti_transforms,
 )
 
-
-def _error_text(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__
-    return " | ".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def test_remap_error_names_file(tmp_path):
         nifti_transforms(4, label_mapping={1: 1, 3: 1}, crop_foreground=False)(
             {"image": [str(image)], "label": str(label)}
         )
-    text = _error_text(e.value)
+    text = error_text(e.value)
     assert "[4.0, 5.0]" in text and "seg.nii.gz" in text
     out = nifti_transforms(None, label_mapping={1: 1, 3: 1}, label_default=0, crop_foreground=False)(
         {"image": [str(image)], "label": str(label)}
@@ -157,7 +151,7 @@ def test_bad_nifti_inputs(tmp_path):
     item = nifti_datalist(tmp_path, validate=False)[0]
     with pytest.raises(RuntimeError) as e:
         nifti_transforms(4)(item)
-    assert "T1c.nii.gz" in _error_text(e.value) and "corrupt" in _error_text(e.value)
+    assert "T1c.nii.gz" in error_text(e.value) and "corrupt" in error_text(e.value)
     flat = tmp_path / "flat"
     flat.mkdir()
     _write(flat / "a.nii", (4, 4, 4))

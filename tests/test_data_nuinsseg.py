@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_text
 import torch
 from monai.data import DataLoader, Dataset
 from PIL import Image
@@ -21,13 +22,6 @@ from monai_dpaat.data import (
 
 ORGAN = "tcga_miccai2015"
 
-
-def _error_text(exc: BaseException) -> str:
-    parts = []
-    while exc is not None:
-        parts.append(str(exc))
-        exc = exc.__cause__
-    return " | ".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +135,7 @@ def test_mask_size_mismatch(root, tmp_path):
     items = nuinsseg_datalist(tmp_path, validate=False)
     with pytest.raises(RuntimeError) as e:
         nuinsseg_eval_transforms()(items[0])
-    assert "spatial shapes differ" in _error_text(e.value) and mask.name in _error_text(e.value)
+    assert "spatial shapes differ" in error_text(e.value) and mask.name in error_text(e.value)
 
 
 def test_corrupt_png_and_small_tile_padding(root, tmp_path):
@@ -155,5 +149,5 @@ def test_corrupt_png_and_small_tile_padding(root, tmp_path):
     items = nuinsseg_datalist(tmp_path, validate=False)
     with pytest.raises(RuntimeError) as e:
         nuinsseg_eval_transforms()(items[1])
-    assert image.name in _error_text(e.value) and "corrupt" in _error_text(e.value)
+    assert image.name in error_text(e.value) and "corrupt" in error_text(e.value)
     np.testing.assert_array_equal(nuinsseg_eval_transforms()(items[0])["label"].shape, (1, 64, 64))

@@ -14,14 +14,6 @@ from monai_dpaat.attacks import ATTACKS, build_attack
 NAMES = sorted(ATTACKS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net(dense: bool) -> torch.nn.Module:
     torch.manual_seed(123)
     if dense:

@@ -266,7 +266,6 @@ def test_sigkill_in_the_middle_of_a_checkpoint_write(zyg, tmp_path):
 
 
 def test_same_seed_gives_identical_training_metrics():
-    torch.set_num_threads(1)
     runs = []
     for _ in range(2):
         trainer, method, net, losses = build_run(None, max_epochs=2, seed=3)

@@ -35,15 +35,6 @@ from monai_dpaat.networks import (
 SMALL = (4, 8, 16, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks and shared cores: one intra-op thread is faster than two fighting for them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- AttentionUNetPlusPlus
 
 

@@ -661,7 +661,6 @@ def _(ctx):
 # ---------------------------------------------------------------------------------------------- the runner
 @pytest.mark.parametrize("make, error, match", CASES)
 def test_bad_input_fails_clearly_and_damages_nothing(make, error, match, tmp_path, request):
-    torch.set_num_threads(1)
     out = tmp_path / "out"  # what a previous run left behind
     out.mkdir()
     (out / "report.json").write_text('{"title": "previous report", "models": {}}\n')

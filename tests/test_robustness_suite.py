@@ -31,15 +31,6 @@ from monai_dpaat.handlers.robustness import RobustnessValidationHandler, metric_
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest single-threaded on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------- suites and presets
 def test_presets_match_the_papers():
     unet = preset("unet-paper")
@@ -134,7 +125,7 @@ def test_seeded_runs_are_reproducible_and_leave_the_global_rng_alone():
 
 
 # ---------------------------------------------------------------------------------------------- sliding window
-def test_attacks_run_through_the_sliding_window(one_thread):
+def test_attacks_run_through_the_sliding_window():
     torch.manual_seed(0)
     unet = UNet(2, 3, 1, channels=(4, 8), strides=(2,), num_res_units=0)
     model = InfererNetwork(unet, roi_size=32, sw_batch_size=4, overlap=0.25)
@@ -176,7 +167,7 @@ def _check_report_files(out, metrics):
 
 
 @pytest.mark.slow
-def test_classification_on_real_ham10000(data_dir, tmp_path, one_thread):
+def test_classification_on_real_ham10000(data_dir, tmp_path):
     torch.manual_seed(0)
     from monai_dpaat.networks import build_classifier
 
@@ -211,7 +202,7 @@ def test_classification_on_real_ham10000(data_dir, tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_segmentation_on_real_he_tiles(data_dir, tmp_path, one_thread):
+def test_segmentation_on_real_he_tiles(data_dir, tmp_path):
     from monai_dpaat.data import nuinsseg_datalist, nuinsseg_eval_transforms
 
     torch.manual_seed(0)
@@ -254,7 +245,7 @@ def _toy_data(n=8):
     return [{"image": x[i], "label": y[i]} for i in range(n)]
 
 
-def test_handler_publishes_robust_metrics_every_interval(tmp_path, one_thread):
+def test_handler_publishes_robust_metrics_every_interval(tmp_path):
     from ignite.engine import Events
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
     from monai.handlers import TensorBoardStatsHandler, ValidationHandler

@@ -53,15 +53,6 @@ from monai_dpaat.training import (
 EPS = 4 / 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast and avoids OpenMP spin contention on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cnn(in_ch: int = 3, classes: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(

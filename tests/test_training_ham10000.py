@@ -29,17 +29,8 @@ def small_cnn() -> torch.nn.Module:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny model and 64 x 64 images: one intra-op thread is as fast and avoids OpenMP spin contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def ham64(data_dir: Path, _one_thread):
+def ham64(data_dir: Path):
     from monai_dpaat.data import ham10000_datalists, ham10000_transforms
     from monai_dpaat.data.utils import reindex
 

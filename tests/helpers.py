@@ -1,5 +1,5 @@
-"""Small real-data models shared by the attack and sanity tests: a tiny CNN trained briefly on real
-HAM10000 images (nv = 0 vs mel = 1, one image per lesion, 32x32)."""
+"""Helpers shared by several test files: the messages of an exception chain, and a tiny CNN trained briefly on
+real HAM10000 images (nv = 0 vs mel = 1, one image per lesion, 32x32) for the attack and sanity tests."""
 
 from __future__ import annotations
 
@@ -56,3 +56,12 @@ def trained_ham_cnn(data_dir):
             nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
             opt.step()
     return net.eval()
+
+
+def error_text(exc: BaseException) -> str:
+    """Messages of an exception and its causes (MONAI's Compose wraps transform errors in RuntimeError)."""
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__
+    return " | ".join(parts)
