@@ -490,15 +490,16 @@ def test_ti_smoothing_changes_the_step():
 def ham_batch(data_dir):
     """8 real HAM10000 images (4 nv, 4 mel) at 12x16 in [0, 1], labels indices into HAM10000's 7 classes
     (akiec, bcc, bkl, df, mel, nv, vasc): mel 4, nv 5."""
+    import csv
+
     from PIL import Image
-    import pandas as pd
 
     folder = data_dir / "ham10000"
-    meta = pd.read_csv(folder / "HAM10000_metadata.csv")
+    with open(folder / "HAM10000_metadata.csv", newline="") as f:
+        meta = list(csv.DictReader(f))
     images, labels = [], []
     for label, dx in ((5, "nv"), (4, "mel")):
-        rows = meta[meta.dx == dx]
-        paths = [folder / "HAM10000_images_part_1" / f"{i}.jpg" for i in rows.image_id]
+        paths = [folder / "HAM10000_images_part_1" / f"{r['image_id']}.jpg" for r in meta if r["dx"] == dx]
         for p in [p for p in paths if p.is_file()][:4]:
             img = Image.open(p).convert("RGB").resize((16, 12), Image.BILINEAR)
             images.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
