@@ -121,7 +121,7 @@ def ham10000_compare(data_dir: str, methods: list[str], per_class: int, test_per
     from monai_dpaat.data import ham10000_datalists, ham10000_transforms
     from monai_dpaat.data.utils import reindex
 
-    lists = ham10000_datalists(Path(data_dir) / "ham10000", classes=("mel", "nv"), val_fraction=0.0, seed=seed)
+    lists = ham10000_datalists(Path(data_dir) / "ham10000", classes=("mel", "nv"), val_fraction=None, seed=seed)
 
     def per_label(items, n):
         return reindex([x for x in items if x["label"] == 0][:n] + [x for x in items if x["label"] == 1][:n])

@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-__all__ = ["checkpoint_dict", "latest_checkpoint", "load_weights", "check_overrides"]
+__all__ = ["checkpoint_dict", "latest_checkpoint", "resume_checkpoint", "load_weights", "check_overrides"]
 
 
 def checkpoint_dict(**items: Any) -> dict[str, Any]:
@@ -16,21 +16,83 @@ def checkpoint_dict(**items: Any) -> dict[str, Any]:
     return {k: v for k, v in items.items() if v is not None}
 
 
-def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str:
-    """Path of the newest ``{prefix}_epoch=N.pt`` (ignite's naming) in ``ckpt_dir``, by epoch number.
-
-    Raises:
-        FileNotFoundError: naming the folder, when it holds no such checkpoint.
-    """
+def _numbered_checkpoints(ckpt_dir: str, prefix: str) -> list[tuple[int, str]]:
+    """``[(N, path), ...]`` of the ``{prefix}_*=N.pt`` files (ignite's naming) in ``ckpt_dir``, newest first."""
     pattern = os.path.join(glob.escape(str(ckpt_dir)), f"{prefix}_*.pt")
     found = []
     for path in glob.glob(pattern):
         match = re.search(r"=(\d+)\.pt$", path)
         if match:
             found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str:
+    """Path of the newest ``{prefix}_epoch=N.pt`` (ignite's naming) in ``ckpt_dir``, by epoch number.
+
+    Does not open it: to resume, :func:`resume_checkpoint` also skips unreadable files and checks the data.
+
+    Raises:
+        FileNotFoundError: naming the folder, when it holds no such checkpoint.
+    """
+    found = _numbered_checkpoints(ckpt_dir, prefix)
     if not found:
         raise FileNotFoundError(f"no checkpoint '{prefix}_epoch=N.pt' to resume from in {ckpt_dir!r}")
-    return max(found)[1]
+    return found[0][1]
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of a loader's error, short (torch's zip reader errors run on for lines)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = text.split(". ")[0][:200]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def resume_checkpoint(ckpt_dir: str, training: Any = None, prefix: str = "checkpoint", key: str = "data") -> str:
+    """Path of the checkpoint to resume from: the newest readable ``{prefix}_*=N.pt`` in ``ckpt_dir``.
+
+    Each candidate, newest first, is read with ``torch.load(weights_only=True)`` on the CPU; an unreadable one
+    (truncated by a crash, corrupt) is skipped with a warning naming it, and the next older one is tried. With
+    ``training`` (a :class:`monai_dpaat.handlers.checkpoint.TrainingData` of this run), the chosen checkpoint's
+    ``key`` entry must record the same data (seed, split, ordered training ids): a resume never silently trains
+    on another split, nor points a per-sample epsilon table at other images.
+
+    Meant for a bundle's ``resume.json``: ``"resume_from": "$monai_dpaat.utils.resume_checkpoint(@ckpt_dir,
+    training=@training_data)"``, the ``load_path`` of ``monai.handlers.CheckpointLoader``.
+
+    Raises:
+        FileNotFoundError: ``ckpt_dir`` holds no such checkpoint.
+        ValueError: none of them is readable (names each file and why), or the newest readable one was trained on
+            other data (names the checkpoint and what changed).
+    """
+    import warnings
+
+    import torch
+
+    found = _numbered_checkpoints(ckpt_dir, prefix)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint '{prefix}_epoch=N.pt' to resume from in {ckpt_dir!r}")
+    broken = []
+    for _, path in found:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(ckpt, dict):
+                raise ValueError(f"holds a {type(ckpt).__name__}, not a checkpoint dict")
+        except Exception as err:  # truncated (a non-atomic copy, a full disk), corrupt, not a torch file
+            broken.append(f"{path!r} ({_reason(err)})")
+            continue
+        if broken:
+            warnings.warn(
+                f"resuming from {path!r}: the newer checkpoint(s) {', '.join(broken)} are unreadable (truncated or "
+                "corrupt) and were skipped", stacklevel=2,
+            )
+        if training is not None:
+            training.check(ckpt.get(key), f"checkpoint {path!r}")
+        return path
+    raise ValueError(
+        f"no readable checkpoint to resume from in {ckpt_dir!r}: {'; '.join(broken)}. Each is truncated or corrupt; "
+        "start a new training (or restore a copy of the folder)."
+    )
 
 
 def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = None, map_location: Any = "cpu") -> Any:

@@ -7,7 +7,9 @@ input); the behaviour claims use real HAM10000, H&E nuclei and BraTS data from t
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -606,3 +608,74 @@ def test_more_pgd_steps_never_weaken_the_attack(kind, real_problems):
     with torch.no_grad():
         clean = attack.loss_of(net(x), y).item()
     assert clean < losses[0] <= losses[1] + 1e-7, f"clean {clean:.5f}, PGD-5 {losses[0]:.5f}, PGD-20 {losses[1]:.5f}"
+
+
+# ---------------------------------------------------------------------------------------------- budget vs value range
+def _l2_norm(name: str) -> bool:
+    return name == "pgd-l2"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_budget_above_the_value_range_is_an_error(name):
+    """An L-inf eps wider than a fixed value range fails at construction; with value_range="data" it fails at
+    the first call, before the network runs; an L2 eps is compared with the range's diameter at the first call."""
+    from monai_dpaat.attacks import LargeBudgetWarning
+
+    net, x, y, loss = scenario(key_for(name), n=2)
+    forwards = []
+    net.register_forward_hook(lambda *_: forwards.append(1))
+    norm_is_l2 = _l2_norm(name)
+    with pytest.warns(LargeBudgetWarning) if not norm_is_l2 else contextlib.nullcontext():
+        fixed = make_attack(name, eps=0.9, alpha=0.1, steps=1, value_range=(0.0, 1.0), loss_function=loss, std=0.1)
+    if norm_is_l2:
+        fixed(net, x, y)  # an L2 radius of 0.9 is far inside the diameter of [0, 1]^numel
+        with pytest.raises(ValueError, match=r"eps=1000 is larger than .* x sqrt\(\d+\) \(L2 diameter\)"):
+            make_attack(name, eps=1e3, steps=1, value_range=(0.0, 1.0))(net, x, y)
+        return
+    with pytest.raises(ValueError, match=rf"{type(fixed).__name__}: eps=1\.5 is larger than the width 1 of "
+                                         r"value_range \(0\.0, 1\.0\)"):
+        make_attack(name, eps=1.5, value_range=(0.0, 1.0), std=0.1)
+    with pytest.raises(ValueError, match=r"eps=2 is larger than the width 1 of value_range"):
+        fixed(net, x, y, eps=2.0)  # a number given at call time
+    data = make_attack(name, eps=1.5, alpha=0.1, steps=1, loss_function=loss, std=0.1)  # value_range="data"
+    with pytest.raises(ValueError, match=r"eps=1\.5 is larger than the width 0\.\d+ of the data's value range"):
+        data(net, x, y)
+    assert not forwards, "the budget check must come before any gradient work"
+    make_attack(name, eps=1.5, steps=1, value_range=None, loss_function=loss, std=0.1)(net, x, y)  # no range: no bound
+
+
+def test_large_budget_warns_once_and_usual_budgets_do_not():
+    from monai_dpaat.attacks import LargeBudgetWarning
+
+    net, x, y, _ = scenario("cls2d-ce", n=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PGD(eps=8 / 255, steps=1)(net, x, y)
+        PGD(eps=8 / 255, steps=1, value_range=(0.0, 1.0))(net, x, y)
+    with pytest.warns(LargeBudgetWarning, match=r"PGD: eps=0\.5 is 50% of the width 1 of value_range"):
+        attack = PGD(eps=0.5, steps=1, value_range=(0.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attack(net, x, y)
+        attack(net, x, y, eps=0.6)  # once per attack
+    attack = PGD(eps=0.5, steps=1)  # value_range="data": known at the first call
+    with pytest.warns(LargeBudgetWarning, match="of the data's value range"):
+        attack(net, x, y)
+
+
+def test_budgets_must_be_finite_and_inf_means_unbounded_only_without_a_range():
+    net, x, y, _ = scenario("cls2d-ce", n=2)
+    for bad in (float("inf"), float("nan"), -0.1, torch.tensor([0.1, float("inf")])):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            PGD(eps=bad, value_range=(0.0, 1.0))
+        with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+            PGD(alpha=bad)
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0 \(inf only with value_range=None"):
+        PGD(steps=1)(net, x, y, eps=float("inf"))
+    # the gradient-masking check's unbounded attack: eps = inf without clamping
+    adv = PGD(eps=float("inf"), alpha=0.01, steps=1, value_range=None, random_start=False)(net, x, y)
+    assert torch.isfinite(adv).all()
+    # constant images have no range to compare with: no error; GN without eps stays unbounded
+    flat = torch.full_like(x, 0.5)
+    assert torch.equal(PGD(eps=0.1, steps=1)(net, flat, y), flat)
+    build_attack("gn", std=0.1)(net, x, y)

@@ -70,9 +70,19 @@ def test_train_writes_checkpoints_events_and_logs_adversarial_numbers(trained):
     assert "adv_eps_mean" in log and "adv_fragile_fraction" in log
     assert "robust_worst_case_accuracy" in log
     ckpt = torch.load(root / "models" / "checkpoint_epoch=5.pt", map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer", "method"} <= set(ckpt)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "method", "data", "best_model_saver", "early_stop"} <= set(
+        ckpt)
     assert _epoch(ckpt) == 5
+    # the best-model tracking of model.pt (what it holds, and its score) and the early-stopping patience: a resume
+    # continues them
+    best = ckpt["best_model_saver"]
+    assert len(best["key_metric"]) == 1 and best["key_metric"][0][0] == best["best_metric"]
+    assert 1 <= best["best_metric_epoch"] <= 5 and ckpt["early_stop"]["best_score"] == best["best_metric"]
+    assert ckpt["early_stop"]["counter"] == 5 - best["best_metric_epoch"]
     assert ckpt["method"]["epsilon"].numel() > 0
+    # what it was trained on: a resume checks it (one training id per row of the per-sample epsilon table)
+    assert ckpt["data"]["seed"] == 0 and len(ckpt["data"]["ids"]["train"]) == ckpt["method"]["epsilon"].numel()
+    assert not (root / "models" / "run.lock").exists(), "the finished run did not release its lock"
 
 
 def test_evaluate_writes_metrics_csv(trained, data_dir):
@@ -128,18 +138,38 @@ def test_killed_run_resumes_with_method_state(tmp_path, data_dir):
     deadline = time.time() + 240
     while not second.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal.SIGSTOP)  # frozen mid-training: alive, holding the folder's lock
+    try:
+        # a second training in the same folder is refused before it writes anything, naming the first
+        refused = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert refused.returncode != 0, refused.stdout[-2000:]
+    owner = f"is in use by another run (lock '{root}/models/run.lock' held by pid {proc.pid} on host"
+    assert owner in refused.stderr, refused.stderr[-3000:]
     assert second.is_file(), "the run never wrote its epoch-2 checkpoint"
     finished = root / "models" / "checkpoint_epoch=4.pt"
     if finished.exists():
         pytest.skip("the run finished before it could be killed")
+    lock = root / "models" / "run.lock"
+    assert json.loads(lock.read_text())["pid"] == proc.pid  # the killed run could not release it
     before = torch.load(second, map_location="cpu", weights_only=True)
     log = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "resume"), "--max_epochs", "4",
                            "--robust_val_interval", "9"), cwd=root)
     assert "resuming from iteration" in log or "Engine run resuming" in log
+    assert f"taking over the lock '{root}/models/run.lock' left by pid {proc.pid}" in log
+    assert not lock.exists(), "the resumed run did not release its lock"
     after = torch.load(finished, map_location="cpu", weights_only=True)
     assert _epoch(after) == 4
+    # the best-model tracking continued: model.pt was replaced only by a better model than the best before the kill
+    old_best, new_best = before["best_model_saver"], after["best_model_saver"]
+    assert new_best["best_metric"] >= old_best["best_metric"]
+    if new_best["best_metric"] == old_best["best_metric"]:
+        assert new_best["best_metric_epoch"] == old_best["best_metric_epoch"]
+    else:
+        assert new_best["best_metric_epoch"] > 2
+    assert after["early_stop"]["best_score"] == new_best["best_metric"]
     # DPAAT's running statistics continued from the checkpoint, not from scratch
     iters_per_epoch = after["trainer"]["iteration"] // 4
     restored = int(before["method"]["num_updates"]) + 2 * iters_per_epoch

@@ -118,8 +118,10 @@ def test_nuinsseg_train(nuinsseg):
     import torch
 
     ckpt = torch.load(models / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer", "method"} <= set(ckpt)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "method", "data"} <= set(ckpt)
     assert ckpt["method"]["epsilon"].shape == (3,)  # DPAAT's per-sample epsilon table, one per training tile
+    assert ckpt["data"]["num_samples"] == 3 and len(ckpt["data"]["ids"]["train"]) == 3  # what a resume checks
+    assert not (models / "run.lock").exists(), "the finished run did not release its lock"
 
 
 def test_nuinsseg_evaluate_robustness(nuinsseg):

@@ -127,7 +127,7 @@ def test_demo_trains_and_reports(capsys, tmp_path, data_dir):
     from monai_dpaat.data import ham10000_datalists
 
     tests = [{"image": i["image"], "label": i["label"]} for i in ham10000_datalists(
-        data_dir / "ham10000", classes=("mel", "nv"), n_train=16, n_test=4, val_fraction=0.0)["test"]]
+        data_dir / "ham10000", classes=("mel", "nv"), n_train=16, n_test=4, val_fraction=None)["test"]]
     (tmp_path / "datalist.json").write_text(json.dumps({"test": tests}))
     code = main(["robustness", "--bundle", str(bundle), "--datalist", str(tmp_path / "datalist.json"),
                  "--image_size", "32", "--attacks", "fgsm,10-ifgsm", "--output_dir", str(tmp_path / "again"),
@@ -146,9 +146,11 @@ def test_gradcam_subcommand_is_wired(capsys):
     except ImportError:
         _fails(capsys, ["gradcam"], "Grad-CAM is unavailable")
     else:
-        _fails(capsys, ["gradcam"], "missing a required argument: 'models'")
+        _fails(capsys, ["gradcam"], "missing required flag(s) --models, --data_dir, --output_dir")
         _fails(capsys, ["gradcam", "--models", "x.json", "--data_dir", ".", "--output_dir", ".", "--bogus", "1"],
-               "unexpected keyword argument 'bogus'")
+               "gradcam: unknown flag --bogus")
+        _fails(capsys, ["gradcam", "--models", "x.json", "--data_dir", ".", "--output_dir", ".", "--transform", "x"],
+               "unknown flag --transform")  # a Python callable: not a command-line flag
 
 
 def test_attack_suite_from_a_yaml_config(tmp_path, capsys):
@@ -162,3 +164,161 @@ def test_attack_suite_from_a_yaml_config(tmp_path, capsys):
     _fails(capsys, ["robustness", "--attacks", str(tmp_path / "missing.yaml")], "missing.yaml' does not exist")
     (tmp_path / "bad.json").write_text('{"attacks": "pgd"}')
     _fails(capsys, ["robustness", "--attacks", str(tmp_path / "bad.json")], "must hold a list")
+
+
+# --------------------------------------------------------------------------- the command line is checked first
+def test_help_for_every_command_exits_0(capsys):
+    from monai_dpaat.cli import COMMANDS
+
+    for command in COMMANDS:
+        for flag in ("--help", "-h"):
+            assert main([command, flag]) == 0, command
+            out = capsys.readouterr().out
+            assert out.startswith(f"usage: monai-dpaat {command}"), out
+    assert main(["robustness", "--eps", "8/255", "--help"]) == 0  # help wins over the rest of the line
+    out = capsys.readouterr().out
+    assert "--eps" in out and "--trust_config" in out and "(default: 'dpaat-table')" in out
+    assert main(["gradcam", "--help"]) == 0  # gradcam_cli's flags, not **kwargs
+    out = capsys.readouterr().out
+    assert "--models" in out and "(required)" in out and "--n_images" in out and "--transform" not in out
+    assert main(["--help"]) == 0 and "robustness" in capsys.readouterr().out
+    _fails(capsys, [], "give a command")
+
+
+def test_module_help_subprocess_exits_0():
+    proc = subprocess.run([sys.executable, "-m", "monai_dpaat", "gradcam", "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: monai-dpaat gradcam --models MODELS")
+
+
+def test_unknown_flags_are_named_with_the_closest_valid_one(capsys):
+    _fails(capsys, ["robustness", "--esp", "2/255"], "robustness: unknown flag --esp; did you mean --eps?")
+    _fails(capsys, ["robustness", "--output-dri=x"], "unknown flag --output-dri; did you mean --output_dir?")
+    _fails(capsys, ["demo", "--epoch", "1"], "demo: unknown flag --epoch; did you mean --epochs?")
+    _fails(capsys, ["combine", "a.json", "--name", "A"], "combine: unknown flag --name; did you mean --names?")
+    err = _fails(capsys, ["presets", "--bogus"], "presets: unknown flag --bogus")
+    assert "did you mean" not in err
+    _fails(capsys, ["presets", "extra"], "presets: unexpected argument 'extra'")
+    _fails(capsys, ["robustness", "-x", "1"], "unknown flag -x")  # no flag starts with x
+    _fails(capsys, ["robustnes"], "unknown command 'robustnes'; did you mean 'robustness'?")
+
+
+def test_parse_command_line_follows_fire_syntax():
+    from monai_dpaat.cli import parse_command_line
+
+    args, kwargs = parse_command_line("robustness", ["--eps=2/255,8/255", "--nohd95", "--progress", "--limit", "4",
+                                                     "--classes", "mel,nv", "--seed", "-1",
+                                                     "--output-dir", "out", "--roi_size", "None"])
+    assert args == []
+    assert kwargs == {"eps": "2/255,8/255", "hd95": False, "progress": True, "limit": 4, "classes": ("mel", "nv"),
+                      "seed": -1, "output_dir": "out", "roi_size": None}
+    assert parse_command_line("robustness", ["-e", "8/255"])[1] == {"eps": "8/255"}  # a unique first letter
+    assert parse_command_line("combine", ["a", "b", "--names", "A,B"]) == (["a", "b"], {"names": ("A", "B")})
+
+
+def test_values_are_checked_before_any_work(capsys, tmp_path, small_cnn_checkpoint):
+    base = ["robustness", "--network", "small_cnn", "--checkpoint", str(small_cnn_checkpoint), "--data", str(tmp_path)]
+    _fails(capsys, base + ["--limit", "0"], "--limit must be >= 1, got 0")
+    _fails(capsys, base + ["--image_size", "0"], "--image_size must be >= 1, got 0")
+    _fails(capsys, base + ["--roi_size", "-1"], "--roi_size must be >= 0, got -1")
+    _fails(capsys, base + ["--num_classes", "2.5"], "--num_classes must be an integer >= 1, got 2.5")
+    _fails(capsys, base + ["--hd95", "maybe"], "--hd95 must be True or False")
+    _fails(capsys, base + ["--task", "detection"], "--task must be 'classification' or 'segmentation'")
+    _fails(capsys, base + ["--device", "gpu0"], "--device 'gpu0' is not a device")
+    _fails(capsys, base + ["--eps", "1e6"], "--eps 1e+06 is above the data's value range")
+    _fails(capsys, base + ["--eps", "nan"], "--eps must be a finite number")
+    _fails(capsys, base + ["--eps", "-2/255"], "--eps must be >= 0")
+    _fails(capsys, base + ["--classes", ","], "--classes must name the HAM10000 classes")
+    _fails(capsys, base + ["--network", "x"], "--network is given twice")
+    _fails(capsys, ["demo", "--lr", "0"], "--lr must be a finite number > 0")
+    _fails(capsys, ["demo", "--epochs", "0"], "--epochs must be >= 1")
+    _fails(capsys, ["gradcam", "--models", "m.json", "--data_dir", ".", "--output_dir", ".", "--spatial_size", "0"],
+           "--spatial_size must be >= 1, got 0")
+
+
+def test_a_large_eps_warns(capsys, caplog, tmp_path, small_cnn_checkpoint):
+    from monai_dpaat.cli import check_eps_range
+
+    (tmp_path / "file").write_text("")
+    with caplog.at_level("WARNING", logger="monai_dpaat.cli"):
+        _fails(capsys, ["robustness", "--network", "small_cnn", "--checkpoint", str(small_cnn_checkpoint), "--data",
+                        str(tmp_path), "--eps", "100/255", "--output_dir", str(tmp_path / "file" / "out")],
+               "cannot be created")  # the output folder is checked right after the budget
+    assert [r.getMessage() for r in caplog.records if "64/255" in r.getMessage()] == [
+        "--eps 0.3922 is more than 64/255 of the data's value range [0, 1]: such a perturbation can change what the "
+        "image shows; was 8/255 meant?"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="monai_dpaat.cli"):
+        check_eps_range([8 / 255, 64 / 255], 1.0)
+        check_eps_range([5.0], None)  # z-scored volumes: no bound is known before the data is read
+    assert not caplog.records
+
+
+def test_check_output_dir_creates_nothing(tmp_path):
+    from monai_dpaat.cli import CLIError, check_output_dir
+
+    assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # probed in the nearest existing folder, then removed
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CLIError, match="exists and is not a folder"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(CLIError, match="cannot be created: '.*f' is not a folder"):
+        check_output_dir(tmp_path / "f" / "sub")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+# --------------------------------------------------------------------------- what configs may build
+def test_network_configs_build_safe_content_and_refuse_code_unless_trusted(tmp_path):
+    from monai_dpaat.cli import UnsafeConfigError, load_network
+
+    safe = {"network_def": {"_target_": "UNet", "spatial_dims": 2, "in_channels": "@channels", "out_channels": 1,
+                            "channels": [4, 8], "strides": [2]},
+            "channels": 3, "unused": "$print('not built, not checked')"}
+    (tmp_path / "safe.json").write_text(json.dumps(safe))
+    net = load_network(str(tmp_path / "safe.json"), "segmentation")
+    assert type(net).__name__ == "UNet"
+    factory = {"_target_": "torchvision.models.resnet18", "num_classes": 2}
+    (tmp_path / "factory.yaml").write_text(json.dumps(factory))  # JSON is YAML
+    assert type(load_network(str(tmp_path / "factory.yaml"))).__name__ == "ResNet"
+
+    marker = tmp_path / "ran"
+    code = {"_target_": "monai_dpaat.networks.build_classifier", "name": "small_cnn",
+            "num_classes": f"$__import__('pathlib').Path({str(marker)!r}).touch() or 2"}
+    (tmp_path / "code.json").write_text(json.dumps(code))
+    with pytest.raises(UnsafeConfigError, match=r"code\.json' key 'num_classes' holds a '\$' expr.*--trust_config"):
+        load_network(str(tmp_path / "code.json"))
+    assert not marker.exists()
+    assert type(load_network(str(tmp_path / "code.json"), trust_config=True)).__name__ == "SmallCNN"
+    assert marker.exists()  # the user vouched for the file
+    for bad, message in (({"_target_": "monai.bundle.run", "config_file": "x.json"}, "'monai.bundle.run' is not"),
+                         ({"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 3,
+                           "_mode_": "debug"}, "_mode_ 'debug' is not allowed"),
+                         ({"_target_": "$torch.nn.Conv2d"}, "_target_ must be a name")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(UnsafeConfigError, match=message):
+            load_network(str(tmp_path / "bad.json"))
+
+
+def test_bundle_configs_are_trusted_like_code(capsys, tmp_path, small_cnn_checkpoint):
+    """A --bundle is the user's own code (as for ``python -m monai.bundle run``): its '$' network_def runs."""
+    import numpy as np
+    from PIL import Image
+
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(small_cnn_checkpoint.read_bytes())
+    (bundle / "configs" / "inference.json").write_text(json.dumps(
+        {"network_def": "$@net.train(False)", "net": {"_target_": "monai_dpaat.networks.build_classifier",
+                                                      "name": "small_cnn", "num_classes": 2}}))
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        items.append({"image": str(tmp_path / f"{i}.png"), "label": i})
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": items}))
+    code = main(["robustness", "--bundle", str(bundle), "--datalist", str(tmp_path / "datalist.json"), "--image_size",
+                 "16", "--attacks", "fgsm", "--output_dir", str(tmp_path / "out"), "--progress", "False"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["models"]["model"]["num_samples"] == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import torch
 from monai.data import DataLoader, Dataset
 from PIL import Image
 
-from monai_dpaat.data import ham10000_datalists, ham10000_transforms, read_ham10000_metadata
+from monai_dpaat.data import ham10000_datalists, ham10000_transforms, image_files, read_ham10000_metadata
 
+REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("mel", "bkl", "nv")
 
 
@@ -89,7 +92,7 @@ def test_image_dirs_override_and_missing_rows(root, tmp_path, caplog):
         shutil.copy(root / "HAM10000_images_part_1" / f"{i}.jpg", folder)
     shutil.copy(root / "HAM10000_metadata.csv", tmp_path)
     with caplog.at_level(logging.INFO, logger="monai_dpaat.data"):
-        out = ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=0.0, image_dirs="imgs")
+        out = ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=None, image_dirs="imgs")
     assert "10011 of 10015 metadata rows dropped" in caplog.text
     assert out["val"] == []
     got = sorted(x["image_id"] for s in out.values() for x in s)
@@ -168,10 +171,158 @@ def test_corrupt_image(root, tmp_path):
     (folder / "ISIC_X2.jpg").write_bytes(b"not a jpeg at all" * 20)
     with open(tmp_path / "HAM10000_metadata.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    out = ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=0.0)  # no header check
+    out = ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=None)  # no header check
     assert sum(map(len, out.values())) == 4
     with pytest.raises(ValueError, match=r"ISIC_X[12]\.jpg' is unreadable or corrupt"):
-        ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=0.0, validate=True)
+        ham10000_datalists(tmp_path, classes=("mel", "bkl"), val_fraction=None, validate=True)
     with pytest.raises(RuntimeError) as e:
         ham10000_transforms(image_size=32)({"image": str(folder / "ISIC_X2.jpg"), "label": 0})
     assert "ISIC_X2.jpg" in error_text(e.value) and "corrupt" in error_text(e.value)
+
+
+def _small_ham_copy(root: Path, dst: Path, per_class: int = 60) -> Path:
+    """``dst`` holding ``per_class`` real mel and nv images (one lesion each) and their metadata rows."""
+    images = dst / "HAM10000_images_part_1"
+    images.mkdir(parents=True)
+    rows, seen, n = [], set(), Counter()
+    with open(root / "HAM10000_metadata.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            src = root / "HAM10000_images_part_1" / f"{row['image_id']}.jpg"
+            wanted = row["dx"] in ("mel", "nv") and n[row["dx"]] < per_class and row["lesion_id"] not in seen
+            if wanted and src.exists():
+                seen.add(row["lesion_id"])
+                n[row["dx"]] += 1
+                shutil.copy(src, images)
+                rows.append(row)
+        fields = reader.fieldnames
+    with open(dst / "HAM10000_metadata.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return dst
+
+
+_BUSY_WORKER = """
+import sys, torch
+from monai.data import CacheDataset
+from monai.transforms import Compose, Lambdad
+from monai_dpaat.data import ham10000_transforms
+
+def busy(label):  # many short GIL-releasing torch ops, as a large volume's transform chain makes
+    t = torch.zeros(10_000)
+    for _ in range(100_000):
+        t = t + 1
+    return label
+
+items = [{"image": sys.argv[1], "label": 0}] + [{"image": sys.argv[2], "label": 0}] * 4
+CacheDataset(items, Compose([ham10000_transforms(16), Lambdad("label", busy)]).flatten(), num_workers=1, progress=False)
+"""
+
+
+def _run_to_file(cmd: list[str], tmp_path: Path, **kwargs) -> tuple[int, str]:
+    """``(exit status, stderr)``; stderr goes to a file as in a terminal (a pipe slows the traceback down, which
+    can hide an abort at exit)."""
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, timeout=300, **kwargs)
+    return proc.returncode, (tmp_path / "stderr.txt").read_text()
+
+
+def test_error_while_a_loader_thread_is_in_torch_exits_1(root, tmp_path):
+    """The mechanism of the abort, made certain: CacheDataset's worker thread is still busy in torch ops (the next
+    item) when the first item's error ends the program. Without the wait at exit CPython ends that daemon thread
+    with pthread_exit inside torch and the process aborts (-6 / 134, "terminate called without an active
+    exception") after printing the error."""
+    good = tmp_path / "good.jpg"
+    shutil.copy(root / "HAM10000_images_part_1" / "ISIC_0024481.jpg", good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(good.read_bytes()[:1200])  # truncated
+    code, stderr = _run_to_file([sys.executable, "-c", _BUSY_WORKER, str(bad), str(good)], tmp_path)
+    assert code == 1, f"exit {code} (-6 / 134: aborted):\n{stderr[-3000:]}"
+    assert f"could not load {{'image': '{bad}'}}" in stderr and "truncated" in stderr, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_bundle_exits_1_naming_a_truncated_jpeg(root, tmp_path):
+    """The user's case: a truncated JPEG among the cached training images of the classification bundle exits 1
+    with the file named, never 134 (whether it aborted before depended on timing: most runs on a quiet machine)."""
+    bundle = REPO / "bundles" / "ham10000_dpaat_classification"
+    shutil.copytree(bundle / "configs", tmp_path / "bundle" / "configs")
+    data = _small_ham_copy(root, tmp_path / "ham")
+    lists = ham10000_datalists(data, classes=("mel", "nv"), n_train=120, n_test=40, val_fraction=0.2, seed=0)
+    broken = Path(lists["train"][0]["image"])  # the first item CacheDataset loads: the others are queued behind it
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/quick.json']",
+           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(data)]
+    code, stderr = _run_to_file(cmd, tmp_path, cwd=tmp_path / "bundle")
+    assert code == 1, f"exit {code} (-6 / 134: aborted):\n{stderr[-3000:]}"
+    assert f"could not load {{'image': '{broken}'}}" in stderr and "truncated" in stderr, stderr[-3000:]
+    assert not (tmp_path / "bundle" / "models" / "model.pt").exists()
+
+
+def _tiny_ham(root: Path, ids=("ISIC_1", "ISIC_2", "ISIC_3", "ISIC_4")) -> Path:
+    """``root/HAM10000_images_part_1`` with small random JPEGs named by ``ids``."""
+    folder = root / "HAM10000_images_part_1"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for image_id in ids:
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{image_id}.jpg")
+    return root
+
+
+def test_metadata_with_bom_or_latin1_is_read_correctly(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, its plain "CSV" on Windows is Latin-1/cp1252."""
+    text = ("lesion_id,image_id,dx,localization\nHAM_1,ISIC_1,mel,tête\nHAM_2,ISIC_2,mel,dos\n"
+            "HAM_3,ISIC_3,nv,épaule\nHAM_4,ISIC_4,nv,dos\n")
+    expected_first = {"lesion_id": "HAM_1", "image_id": "ISIC_1", "dx": "mel", "localization": "tête"}
+    for encoding in ("utf-8-sig", "latin-1"):
+        root = _tiny_ham(tmp_path / encoding)
+        (root / "HAM10000_metadata.csv").write_bytes(text.encode(encoding))
+        rows = read_ham10000_metadata(root / "HAM10000_metadata.csv")
+        assert rows[0] == expected_first and [r["localization"] for r in rows[1:]] == ["dos", "épaule", "dos"]
+        out = ham10000_datalists(root, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=None)
+        assert sorted(x["lesion_id"] for s in out.values() for x in s) == ["HAM_1", "HAM_2", "HAM_3", "HAM_4"]
+    assert (tmp_path / "utf-8-sig" / "HAM10000_metadata.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+
+
+def test_16_bit_png_loads_by_its_bit_depth(tmp_path):
+    """A 16-bit grayscale PNG is value / 65535 on all three channels (PIL's RGB conversion would clip it to 255)."""
+    values = np.array([[0, 257, 1000, 30000], [40000, 50000, 65000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    out = ham10000_transforms(image_size=values.shape)({"image": str(tmp_path / "deep.png"), "label": 1})
+    assert out["image"].shape == (3, 2, 4) and out["image"].dtype == torch.float32
+    np.testing.assert_allclose(out["image"].numpy(), np.broadcast_to(values / 65535.0, (3, 2, 4)), atol=1e-7)
+    gray8 = (values // 257).astype(np.uint8)  # 8-bit grayscale: / 255, repeated to RGB
+    Image.fromarray(gray8).save(tmp_path / "gray.png")
+    out = ham10000_transforms(image_size=values.shape)({"image": str(tmp_path / "gray.png"), "label": 1})
+    np.testing.assert_allclose(out["image"].numpy(), np.broadcast_to(gray8 / 255.0, (3, 2, 4)), atol=1e-7)
+
+
+def test_integral_labels_of_any_type_are_kept(tmp_path):
+    _tiny_ham(tmp_path)
+    image = str(tmp_path / "HAM10000_images_part_1" / "ISIC_1.jpg")
+    xform = ham10000_transforms(16, num_classes=3)
+    for label in (2, 2.0, np.int64(2), np.float32(2.0), torch.tensor(2), torch.tensor([2])):
+        out = xform({"image": image, "label": label})["label"]
+        assert out.dtype == torch.long and out.shape == () and out.item() == 2, label
+
+
+def test_image_files_takes_the_folder_literally(tmp_path):
+    """``[1]`` in the folder name is part of the name, not a glob character class (which matched ``ham1``)."""
+    root = _tiny_ham(tmp_path / "ham[1]", ids=("ISIC_2", "ISIC_1"))
+    _tiny_ham(tmp_path / "ham1", ids=("ISIC_9",))
+    expected = [str(root / "HAM10000_images_part_1" / f"ISIC_{i}.jpg") for i in (1, 2)]
+    assert image_files(root, "HAM10000_images_part_*/*.jpg") == expected
+    assert image_files(str(root), "**/*.jpg") == expected  # recursive patterns
+
+
+def test_inference_config_datalist_uses_image_files(tmp_path):
+    from monai.bundle import ConfigParser
+
+    root = _tiny_ham(tmp_path / "ham[1]")
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "ham10000_dpaat_classification" / "configs" / "inference.json"))
+    parser.update({"dataset_dir": str(root), "max_images": 3})
+    items = parser.get_parsed_content("datalist")
+    assert items == [{"image": str(root / "HAM10000_images_part_1" / f"ISIC_{i}.jpg")} for i in (1, 2, 3)]

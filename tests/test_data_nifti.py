@@ -159,3 +159,13 @@ def test_bad_nifti_inputs(tmp_path):
         nifti_datalist(flat, image_patterns="*.nii", label_pattern="{case}_label.nii.gz")
     with pytest.raises(ValueError, match="no NIfTI case found"):
         nifti_datalist(flat, image_patterns="*.mha", label_pattern=None)
+
+
+def test_single_volume_stored_4d_is_accepted(tmp_path):
+    """``(H, W, D, 1)`` is one 3D volume (some exporters add the axis); ``(H, W, D, 2)`` is refused (see the table)."""
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((6, 6, 6, 1)).astype(np.float32), np.eye(4)),
+             str(tmp_path / "c0.nii.gz"))
+    _write(tmp_path / "c0_label.nii.gz", (6, 6, 6), np.uint8)
+    items = nifti_datalist(tmp_path, image_patterns="*.nii.gz", label_pattern="{case}_label.nii.gz", layout="flat")
+    out = nifti_transforms(None, crop_foreground=False)(items[0])
+    assert out["image"].shape == out["label"].shape == (1, 6, 6, 6)

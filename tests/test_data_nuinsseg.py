@@ -151,3 +151,41 @@ def test_corrupt_png_and_small_tile_padding(root, tmp_path):
         nuinsseg_eval_transforms()(items[1])
     assert image.name in error_text(e.value) and "corrupt" in error_text(e.value)
     np.testing.assert_array_equal(nuinsseg_eval_transforms()(items[0])["label"].shape, (1, 64, 64))
+
+
+def test_rgb_mask_with_equal_channels_reads_as_grayscale(binary, tmp_path):
+    """A grayscale mask saved as RGB is converted (differing channels are refused: see the bad-input table)."""
+    item = binary[0]
+    rgb = tmp_path / "mask_rgb.png"
+    Image.open(item["label"]).convert("RGB").save(rgb)
+    ref = nuinsseg_eval_transforms()(item)["label"]
+    out = nuinsseg_eval_transforms()({**item, "label": str(rgb)})["label"]
+    assert out.shape == ref.shape == (1, *ref.shape[1:]) and torch.equal(out, ref)
+    assert out.sum() > 0
+
+
+def test_16_bit_tile_loads_by_its_bit_depth(tmp_path):
+    values = np.arange(0, 65536, 1024, dtype=np.uint16).reshape(8, 8)
+    values[-1, -1] = 65535
+    Image.fromarray(values).save(tmp_path / "tile.png")
+    Image.fromarray(np.where(values > 30000, 255, 0).astype(np.uint8)).save(tmp_path / "mask.png")
+    out = nuinsseg_eval_transforms()({"image": str(tmp_path / "tile.png"), "label": str(tmp_path / "mask.png")})
+    np.testing.assert_allclose(out["image"].numpy(), np.broadcast_to(values / 65535.0, (3, 8, 8)), atol=1e-7)
+    assert out["label"].tolist() == [(values > 30000).astype(np.float32).tolist()]
+
+
+def test_inference_config_datalist_and_preprocessing(root, binary):
+    """The bundle's inference.json: every tile (image_files), loaded as the evaluation transforms load images."""
+    from monai.bundle import ConfigParser
+
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "nuinsseg_adversarial_segmentation"
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"dataset_dir": str(root)})
+    items = parser.get_parsed_content("datalist")
+    assert [x["image"] for x in items] == [x["image"] for x in binary]
+    out = parser.get_parsed_content("preprocessing")(items[0])
+    assert set(out) == {"image"}
+    ref = np.asarray(Image.open(items[0]["image"]).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    np.testing.assert_allclose(out["image"].numpy(), ref, atol=1e-6)
+    assert out["image"].meta["filename_or_obj"] == items[0]["image"]  # SaveImaged names the prediction by it

@@ -7,6 +7,13 @@ Each run is a real OS process killed with SIGKILL. To keep the suite fast, the p
 "zygote" subprocess that imports torch/MONAI once and computes nothing (so forking it is safe); each fork
 is an ordinary process with its own memory, killed by the test at a seeded random delay.
 
+The same zygote forks processes that save a new best ``model.pt`` and SIGKILL themselves at each step of the save
+path in turn (``model.pt`` is always there, whole). The other tests: a resume falls back past a truncated newest
+checkpoint, ``n_saved`` rotates the files of the run a resume continues, checkpoints record their training data and
+a loader refuses other data, a resume continues the best-model tracking of ``model.pt`` and the early-stopping
+patience (a scripted validation score), and the bundle folder's run lock (refused, taken over after SIGKILL,
+released on exit).
+
 Run as a script (``python tests/test_fault_tolerance.py --zygote``) this file is that zygote.
 """
 
@@ -18,9 +25,11 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -115,6 +124,82 @@ def _child(cmd: dict) -> None:
         os._exit(1)
 
 
+def _save_best_child(cmd: dict) -> None:
+    """Body of a forked process that saves a best ``model.pt`` (``key_metric_filename``) and an interval checkpoint
+    (``n_saved=1``) through :class:`AtomicCheckpointSaver` at two epochs, the second better than the first, and
+    SIGKILLs itself at step ``kill_at`` of the second epoch's saves. A step is entering or leaving any file-system
+    function the save path may use (and the middle of writing the checkpoint's bytes), so the kills cover every
+    point between "old file removed" and "new file complete". ``kill_at=0``: no kill; prints the number of steps."""
+    log = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        from ignite.engine import Engine, Events
+
+        from monai_dpaat.handlers.checkpoint import AtomicCheckpointSaver
+
+        torch.set_num_threads(1)
+        net = torch.nn.Linear(4, 2)
+        armed, steps = [False], [0]
+
+        def step() -> None:
+            if armed[0]:
+                steps[0] += 1
+                if steps[0] == cmd["kill_at"]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        def hooked(function):
+            def wrapper(*args, **kwargs):
+                step()
+                out = function(*args, **kwargs)
+                step()
+                return out
+
+            return wrapper
+
+        original_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            step()
+            if isinstance(f, (str, os.PathLike)):
+                original_save(obj, f, *args, **kwargs)
+            else:  # a file object: kill half-way through its bytes too
+                buf = io.BytesIO()
+                original_save(obj, buf, *args, **kwargs)
+                data = buf.getvalue()
+                f.write(data[: len(data) // 2])
+                f.flush()
+                step()
+                f.write(data[len(data) // 2:])
+            step()
+
+        for owner, names in ((os, ("open", "replace", "rename", "remove", "unlink", "fsync", "chmod", "link")),
+                             (Path, ("unlink", "rename", "replace", "touch")),
+                             (tempfile, ("mkstemp", "NamedTemporaryFile")), (shutil, ("move", "copyfile"))):
+            for name in names:
+                setattr(owner, name, hooked(getattr(owner, name)))
+        torch.save = save
+
+        def new_best(engine) -> None:  # runs before the saver's handlers (attached first)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.fill_(float(engine.state.epoch))
+            engine.state.metrics["acc"] = 0.1 * engine.state.epoch
+            armed[0] = engine.state.epoch == 2
+
+        engine = Engine(lambda e, b: None)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, new_best)
+        AtomicCheckpointSaver(cmd["dir"], {"model": net}, save_key_metric=True, key_metric_name="acc",
+                              key_metric_filename="model.pt", save_interval=1, n_saved=1).attach(engine)
+        engine.run([0], max_epochs=2)
+        print(json.dumps({"steps": steps[0]}), flush=True)
+        os._exit(0)
+    except BaseException:
+        traceback.print_exc()
+        print("FAILED", flush=True)
+        os._exit(1)
+
+
 def zygote() -> None:
     """Import everything once, then fork a training process per ``train`` command read from stdin."""
     import monai.engines  # noqa: F401
@@ -127,10 +212,10 @@ def zygote() -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
-        if cmd["cmd"] == "train":
+        if cmd["cmd"] in ("train", "save_best"):
             pid = os.fork()
             if pid == 0:
-                _child(cmd)
+                (_child if cmd["cmd"] == "train" else _save_best_child)(cmd)
             print(json.dumps({"pid": pid}), flush=True)
         elif cmd["cmd"] == "wait":
             _, status = os.waitpid(cmd["pid"], 0)
@@ -279,3 +364,300 @@ def test_same_seed_gives_identical_training_metrics():
     assert len(l1) == 8 and l1 == l2
     assert torch.equal(e1, e2) and a1 == a2
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_sigkill_at_every_step_of_a_best_model_save_keeps_model_pt(zyg, tmp_path):
+    """``model.pt`` (a fixed ``key_metric_filename``) and an ``n_saved=1`` checkpoint are replaced atomically: killed
+    at any step of the save, the folder holds them whole, with the old or the new weights, never neither."""
+
+    def save_best(kill_at: int) -> tuple[Path, dict]:
+        folder = tmp_path / f"kill{kill_at}"
+        folder.mkdir()
+        log = tmp_path / f"kill{kill_at}.log"
+        pid = zyg.ask({"cmd": "save_best", "dir": str(folder), "log": str(log), "kill_at": kill_at})["pid"]
+        status = zyg.ask({"cmd": "wait", "pid": pid})
+        if kill_at:
+            assert status["signal"] == signal.SIGKILL, f"step {kill_at}: {status}, log:\n{log.read_text()[-3000:]}"
+        else:
+            assert status["exit"] == 0, log.read_text()[-3000:]
+        return folder, (json.loads(log.read_text().strip().splitlines()[-1]) if not kill_at else {})
+
+    def weights(path: Path) -> float:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        values = torch.cat([v.flatten() for v in state.values()]).unique()
+        assert len(values) == 1 and float(values[0]) in (1.0, 2.0), f"{path.name} holds {values}"
+        return float(values[0])
+
+    folder, out = save_best(0)
+    assert weights(folder / "model.pt") == 2.0
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt", "model_epoch=2.pt"]
+    n_steps = out["steps"]
+    assert n_steps >= 8, n_steps
+    seen = set()
+    for kill_at in range(1, n_steps + 1):
+        folder, _ = save_best(kill_at)
+        names = sorted(p.name for p in folder.iterdir())
+        assert "model.pt" in names, f"killed at step {kill_at} of {n_steps}: no model.pt, only {names}"
+        seen.add(weights(folder / "model.pt"))
+        interval = [n for n in names if re.fullmatch(r"model_epoch=\d+\.pt", n)]
+        assert interval, f"killed at step {kill_at} of {n_steps}: no interval checkpoint, only {names}"
+        for name in interval:
+            weights(folder / name)
+    assert seen == {1.0, 2.0}  # the kills landed both before and after the new file was in place
+
+
+def test_resume_falls_back_past_a_truncated_newest_checkpoint(tmp_path):
+    from monai_dpaat.utils import resume_checkpoint
+
+    folder = tmp_path / "ckpt"
+    trainer, _, _, _ = build_run(str(folder), max_epochs=1)
+    trainer.run()
+    assert sorted(checkpoints(folder)) == [3, 4]
+    newest = checkpoints(folder)[4]
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) - 10])  # what a non-atomic copy or a full disk leaves
+    with pytest.warns(UserWarning, match=r"resuming from '.*checkpoint_iteration=3\.pt': the newer checkpoint\(s\) "
+                                         r"'.*checkpoint_iteration=4\.pt' \(\w+Error: .*\) are unreadable"):
+        path = resume_checkpoint(str(folder))
+    assert Path(path) == checkpoints(folder)[3]
+    trainer, method, _, _ = build_run(str(folder), max_epochs=2, resume=path)
+    trainer.run()
+    assert trainer.state.iteration == 8 and int(method.num_updates) == 8
+
+
+def test_a_resumed_run_rotates_the_earlier_runs_checkpoints(tmp_path):
+    """``n_saved=2`` holds across a resume: the earlier run's files count, instead of piling up beside the new ones."""
+    folder = tmp_path / "ckpt"
+    trainer, _, _, _ = build_run(str(folder), max_epochs=1)
+    trainer.run()
+    trainer, _, _, _ = build_run(str(folder), max_epochs=2, resume=str(checkpoints(folder)[4]))
+    trainer.run()
+    assert sorted(checkpoints(folder)) == [7, 8], sorted(p.name for p in folder.iterdir())
+    assert _check_checkpoints(folder) == 8
+
+
+def test_checkpoints_record_the_training_data_and_a_loader_refuses_other_data(tmp_path):
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointLoader
+
+    from monai_dpaat.handlers import AtomicCheckpointSaver, TrainingData
+
+    items = [{"image": f"/data/ISIC_{i}.jpg", "label": i % 2, "index": i} for i in range(6)]
+    net = torch.nn.Linear(2, 2)
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(str(tmp_path), {"model": net, "data": TrainingData(items, seed=3)}, save_interval=1).attach(
+        engine)
+    engine.run([0], max_epochs=1)
+    ckpt = torch.load(tmp_path / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
+    assert ckpt["data"]["seed"] == 3 and ckpt["data"]["ids"]["train"] == [f"ISIC_{i}.jpg" for i in range(6)]
+    assert ckpt["data"]["num_samples"] == 6
+    path = str(tmp_path / "checkpoint_epoch=1.pt")
+    CheckpointLoader(path, {"model": net, "data": TrainingData(items, seed=3)})(Engine(lambda e, b: None))
+    other = CheckpointLoader(path, {"model": net, "data": TrainingData(items[::-1], seed=3)})
+    with pytest.raises(ValueError, match=r"6 of the 6 per-sample table rows would belong to other items"):
+        other(Engine(lambda e, b: None))
+
+
+# ---------------------------------------------------------------------------------------------- best model on resume
+def _scripted_run(folder: Path, scores: dict[int, float], max_epochs: int, resume: str | None = None,
+                  patience: int = 3, old_checkpoint: bool = False):
+    """A tiny ``SupervisedTrainer`` validated every epoch by a ``SupervisedEvaluator`` whose key metric ``score`` is
+    ``scores[epoch]``, wired as the bundles are: the best-model saver (``model.pt``) and the early stopping in the
+    validator's handlers, both entries of the trainer's interval checkpoints (``save_interval=1``), and a resume
+    from ``resume`` loading them (only where the checkpoint has them). ``old_checkpoint``: save without them, as
+    monai-dpaat did before. Returns ``(trainer, evaluator, network)``."""
+    from ignite.metrics import Metric
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+    from monai.handlers import CheckpointLoader, ValidationHandler
+    from monai.utils import set_determinism
+
+    from monai_dpaat.handlers.checkpoint import AtomicCheckpointSaver, ResumableEarlyStopHandler, entries_saved_in
+    from monai_dpaat.utils import checkpoint_dict
+
+    class ScriptedScore(Metric):
+        """The validation score at trainer epoch ``e`` (the validator runs with the trainer's epoch): ``scores[e]``."""
+
+        def reset(self) -> None:
+            pass
+
+        def update(self, output) -> None:
+            pass
+
+        def compute(self) -> float:
+            raise NotImplementedError
+
+        def iteration_completed(self, engine) -> None:
+            pass
+
+        def completed(self, engine, name: str) -> None:
+            engine.state.metrics[name] = scores[engine.state.epoch]
+
+    set_determinism(seed=0)
+    g = torch.Generator().manual_seed(7)
+    data = [{"image": torch.rand(4, generator=g), "label": i % 2} for i in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=False)
+    net = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    best = AtomicCheckpointSaver(str(folder), {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
+    early_stop = ResumableEarlyStopHandler(patience=patience, score_function=lambda e: e.state.metrics["score"])
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net,
+                                    key_val_metric={"score": ScriptedScore()}, val_handlers=[best, early_stop])
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=loader,
+                                network=net, optimizer=opt, loss_function=torch.nn.CrossEntropyLoss(),
+                                train_handlers=[ValidationHandler(validator=evaluator, interval=1, epoch_level=True)])
+    early_stop.set_trainer(trainer)
+    validation = {} if old_checkpoint else {"best_model_saver": best, "early_stop": early_stop}
+    if resume is not None:
+        load_dict = checkpoint_dict(model=net, optimizer=opt, trainer=trainer,
+                                    **entries_saved_in(resume, best_model_saver=best, early_stop=early_stop))
+        CheckpointLoader(load_path=resume, load_dict=load_dict, map_location="cpu").attach(trainer)
+    save_dict = checkpoint_dict(model=net, optimizer=opt, trainer=trainer, **validation)
+    AtomicCheckpointSaver(str(folder), save_dict, save_interval=1, epoch_level=True, n_saved=2).attach(trainer)
+    return trainer, evaluator, net
+
+
+def _weights(net: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_a_resumed_run_keeps_the_best_model_unless_a_better_one_comes(tmp_path):
+    """Killed after epoch 3 (best 0.8 at epoch 2 in ``model.pt``) and resumed into fresh objects: epoch 4's worse
+    0.7 leaves ``model.pt`` byte-identical, epoch 5's better 0.9 replaces it; MONAI's best metric and the
+    early-stopping patience continue too."""
+    from ignite.engine import Events
+
+    from monai_dpaat.utils import load_weights
+
+    folder = tmp_path / "models"
+    scores = {1: 0.5, 2: 0.8, 3: 0.6, 4: 0.7, 5: 0.9}
+    weights = {}
+    trainer, evaluator, net = _scripted_run(folder, scores, max_epochs=3)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: weights.__setitem__(e.state.epoch, _weights(net)))
+    trainer.run()
+    model_pt = folder / "model.pt"
+    saved_best = model_pt.read_bytes()
+    assert all(torch.equal(v, weights[2][k]) for k, v in torch.load(model_pt, weights_only=True).items())
+    ckpt = torch.load(folder / "checkpoint_epoch=3.pt", map_location="cpu", weights_only=True)
+    assert ckpt["best_model_saver"]["key_metric"] == [[0.8, "model_key_metric=0.8000.pt"]]
+    assert ckpt["best_model_saver"]["best_metric"] == 0.8 and ckpt["best_model_saver"]["best_metric_epoch"] == 2
+    assert ckpt["early_stop"] == {"counter": 1, "best_score": 0.8}
+
+    # "killed" here; the resume builds everything afresh and loads the newest checkpoint
+    trainer, evaluator, net = _scripted_run(folder, scores, max_epochs=4, resume=str(folder / "checkpoint_epoch=3.pt"))
+    trainer.run()
+    assert trainer.state.epoch == 4 and evaluator.state.metrics["score"] == 0.7
+    assert model_pt.read_bytes() == saved_best, "a worse model after the resume replaced model.pt"
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.8, 2)
+    ckpt = torch.load(folder / "checkpoint_epoch=4.pt", map_location="cpu", weights_only=True)
+    assert ckpt["early_stop"] == {"counter": 2, "best_score": 0.8}  # the patience kept counting
+
+    trainer, evaluator, net = _scripted_run(folder, scores, max_epochs=5, resume=str(folder / "checkpoint_epoch=4.pt"))
+    trainer.run()
+    assert model_pt.read_bytes() != saved_best, "a better model after the resume did not replace model.pt"
+    best_state = load_weights(torch.nn.Linear(4, 2), model_pt).state_dict()
+    assert all(torch.equal(v, _weights(net)[k]) for k, v in best_state.items())
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.9, 5)
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".pt") == [
+        "checkpoint_epoch=4.pt", "checkpoint_epoch=5.pt", "model.pt"]
+
+
+def test_a_resumed_run_stops_early_where_the_uninterrupted_run_does(tmp_path):
+    """Patience 3 after the best score of epoch 2: an uninterrupted run stops at epoch 5; so does one killed after
+    epoch 3 and resumed (its patience counter was saved), instead of training on with a fresh patience."""
+    scores = {e: 0.6 for e in range(1, 11)}
+    scores[2] = 0.8
+    trainer, _, _ = _scripted_run(tmp_path / "whole", scores, max_epochs=10)
+    trainer.run()
+    assert trainer.state.epoch == 5
+    folder = tmp_path / "resumed"
+    trainer, _, _ = _scripted_run(folder, scores, max_epochs=3)
+    trainer.run()
+    trainer, _, _ = _scripted_run(folder, scores, max_epochs=10, resume=str(folder / "checkpoint_epoch=3.pt"))
+    trainer.run()
+    assert trainer.state.epoch == 5
+
+
+def test_a_checkpoint_without_the_best_model_state_resumes_with_a_warning(tmp_path):
+    """A checkpoint written before the best-model tracking was saved still resumes: a warning says the tracking and
+    the patience restart (the first validation then replaces model.pt, as before). A restored tracking whose
+    ``model.pt`` was deleted restarts too, with a warning, instead of never saving a best model again."""
+    folder = tmp_path / "models"
+    scores = {1: 0.5, 2: 0.8, 3: 0.6, 4: 0.7}
+    trainer, _, _ = _scripted_run(folder, scores, max_epochs=3, old_checkpoint=True)
+    trainer.run()
+    assert "best_model_saver" not in torch.load(folder / "checkpoint_epoch=3.pt", weights_only=True)
+    saved_best = (folder / "model.pt").read_bytes()
+    with pytest.warns(UserWarning, match=r"(?s)checkpoint '.*checkpoint_epoch=3\.pt' has no 'best_model_saver', "
+                                         r"'early_stop' entries .*the best-model tracking restarts: the next "
+                                         r"validation replaces model\.pt.*patience counter and best score restart"):
+        trainer, evaluator, _ = _scripted_run(folder, scores, 4, resume=str(folder / "checkpoint_epoch=3.pt"))
+    trainer.run()
+    assert trainer.state.epoch == 4 and (folder / "model.pt").read_bytes() != saved_best
+    assert evaluator.state.best_metric_epoch == 4
+    # a resume whose model.pt is gone: the restored tracking would never save one again unless it restarts
+    (folder / "model.pt").unlink()
+    scores[5] = 0.1
+    with pytest.warns(UserWarning, match=r"the best model file\(s\) model\.pt recorded in the checkpoint are missing"):
+        trainer, evaluator, _ = _scripted_run(folder, scores, 5, resume=str(folder / "checkpoint_epoch=4.pt"))
+        trainer.run()
+    assert (folder / "model.pt").is_file() and evaluator.state.best_metric_epoch == 5
+
+
+# ---------------------------------------------------------------------------------------------- run lock
+_LOCKER = """
+import sys, time
+from monai_dpaat.handlers.run_lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+if sys.argv[2] == "raise":
+    raise RuntimeError("the run failed")
+time.sleep(120)
+"""
+
+
+def _locker(folder: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _LOCKER, str(folder), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.readline().strip() == "locked", proc.stderr.read()
+    return proc
+
+
+def test_run_lock_refuses_a_live_owner_takes_over_a_killed_one_and_is_released_on_exceptions(tmp_path):
+    import warnings
+
+    from monai_dpaat.handlers import RunLock
+
+    folder = tmp_path / "models"
+    lock = folder / "run.lock"
+    proc = _locker(folder, "hold")
+    try:
+        owner = json.loads(lock.read_text())
+        assert owner["pid"] == proc.pid and owner["host"] and owner["started"] and "hold" in owner["command"]
+        with pytest.raises(RuntimeError, match=rf"in use by another run \(lock '.*run\.lock' held by pid {proc.pid} "):
+            RunLock(folder).acquire()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert json.loads(lock.read_text())["pid"] == proc.pid  # left behind by the killed run
+    taken_over = rf"(?s)taking over the lock '.*run\.lock' left by pid {proc.pid} on host .* no longer running"
+    with pytest.warns(UserWarning, match=taken_over):
+        mine = RunLock(folder).acquire()
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # an earlier run of this process that ended with an exception did not release it: a new run takes it over
+    with pytest.warns(UserWarning, match=r"from an earlier run in this process"):
+        again = RunLock(folder).acquire()
+    assert not mine.held and again.held
+    again.release()
+    assert not lock.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean folder: no warning
+        with RunLock(folder) as third:
+            assert third.held and lock.is_file()
+    assert not lock.exists()
+    # a run that dies of an exception releases its lock at exit
+    proc = _locker(folder, "raise")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "the run failed" in err
+    assert not lock.exists(), lock.read_text()

@@ -121,6 +121,25 @@ def test_target_layer_detection_and_errors():
         load_model_specs([{"network": tiny_cnn()}])
 
 
+def test_model_spec_files_run_no_code_unless_trusted(tmp_path):
+    marker = tmp_path / "ran"
+    touch = f"$__import__('pathlib').Path({str(marker)!r}).touch() or 4"
+    conv = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": touch, "kernel_size": 3}
+    spec_file = tmp_path / "models.yaml"
+    spec_file.write_text(json.dumps([{"name": "AT", "network": conv}]))  # JSON is YAML
+    with pytest.raises(ValueError, match=r"model spec '.*models\.yaml' key 'AT::network::out_channels' holds a '\$' "
+                                         r"expression.*--trust_config"):
+        load_model_specs(spec_file)
+    with pytest.raises(ValueError, match=r"_target_ 'builtins\.exec' is not a torch\.nn\.Module class"):
+        load_model_specs({"AT": {"network": {"_target_": "builtins.exec", "source": "1"}}})  # in-memory dicts too
+    assert not marker.exists()
+    nets, _ = load_model_specs(spec_file, trust_config=True)
+    assert marker.exists() and nets["AT"].out_channels == 4
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken\\.json' is not valid JSON/YAML"):
+        load_model_specs(tmp_path / "broken.json")
+
+
 # --------------------------------------------------------------------------- real images, three models
 RESNET_CFG = {
     "_target_": "monai.networks.nets.ResNet", "block": "basic", "layers": [1, 1, 1, 1],

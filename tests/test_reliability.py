@@ -49,7 +49,7 @@ def _(ctx):
     from monai_dpaat.data import ham10000_datalists
 
     root = _ham_root(ctx.tmp, columns="lesion_id,image_id")
-    return lambda: ham10000_datalists(root, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=0.0)
+    return lambda: ham10000_datalists(root, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=None)
 
 
 @case("data-ham-corrupt-image-validate", ValueError, r"ISIC_3\.jpg' is unreadable or corrupt")
@@ -57,7 +57,7 @@ def _(ctx):
     from monai_dpaat.data import ham10000_datalists
 
     root = _ham_root(ctx.tmp, corrupt="ISIC_3")
-    return lambda: ham10000_datalists(root, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=0.0,
+    return lambda: ham10000_datalists(root, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=None,
                                       validate=True)
 
 
@@ -427,7 +427,7 @@ def _(ctx):
 @case("cli-checkpoint-of-another-network", CLIFailed, r"^exit 2: error: checkpoint '.*small_cnn\.pt' does not fit the network")
 def _(ctx):
     return _cli("robustness", "--network", "small_cnn", "--num_classes", "5", "--checkpoint", _cli_checkpoint(ctx),
-                "--attacks", "fgsm", "--output_dir", str(ctx.tmp / "out"))
+                "--data", str(_ham_root(ctx.tmp)), "--attacks", "fgsm", "--output_dir", str(ctx.tmp / "out"))
 
 
 @case("cli-output-dir-under-a-file", CLIFailed, r"^exit 2: error: output_dir '.*model\.pt/report' cannot be created")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import pytest
 
@@ -152,3 +153,210 @@ def test_unwritable_output_dir_gives_a_clear_error(tmp_path):
             locked.chmod(0o700)
     with pytest.raises(ValueError, match="does not exist"):
         load_report(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------------------------------- the set as a whole
+NEW = _result(0.65, 0.30, 0.20, 0.15, maps=(0.8, 0.6, 0.5, 0.45))
+#: the calls a kill is injected before (every file, folder and rename operation write_report makes)
+KILL_CALLS = ("open", "fsync", "replace", "rename", "link", "symlink", "mkdir", "rmdir", "unlink", "chmod")
+KILLED = 17
+
+
+def _tree(folder):
+    """``{relative path: content}`` of everything under ``folder`` (files by hash, folders, symlinks by target);
+    None when ``folder`` does not exist."""
+    import hashlib
+
+    if not folder.exists():
+        return None
+    tree = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            tree[rel] = "-> " + os.readlink(p)
+        elif p.is_dir():
+            tree[rel] = "folder"
+        else:
+            tree[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return tree
+
+
+class _FakeFigure:
+    """Stands in for a plot's matplotlib figure (building and rendering one takes ~50 ms, and the kill test
+    writes hundreds): its PNG bytes differ whenever the plotted data do."""
+
+    def __init__(self, *args, **kwargs):
+        self.data = repr((args, sorted(kwargs.items())))
+
+    def savefig(self, fname, **kwargs):
+        fname.write(PNG_MAGIC + self.data.encode())
+
+
+def _previous_run(folder):
+    """A report set with eps sweeps (more plots than the new one) plus the user's files, link and subfolder."""
+    sweeps = {"STD": {2 / 255: _result(0.75, 0.5, 0.4, 0.35, eps=2 / 255), 8 / 255: STD}}
+    write_report({"STD": STD}, folder, sweeps=sweeps, title="previous run")
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "logs").mkdir()
+    (folder / "logs" / "events.1").write_text("tensorboard events")
+    os.symlink("model.pt", folder / "latest.pt")
+    return folder
+
+
+def _die_at(k):
+    """In a child process: make the ``k``-th file operation (``KILL_CALLS``, the folder swap, a plot) end it."""
+    from monai_dpaat.evaluation import report
+
+    count = [0]
+
+    def wrap(fn):
+        def counted(*args, **kwargs):
+            count[0] += 1
+            if count[0] == k:
+                os._exit(KILLED)
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for name in KILL_CALLS:
+        setattr(os, name, wrap(getattr(os, name)))
+    report._exchange = wrap(report._exchange)
+    _FakeFigure.savefig = wrap(_FakeFigure.savefig)
+
+
+def _exchange_works(tmp_path) -> bool:
+    from monai_dpaat.evaluation import report
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        return report._exchange(tmp_path / "a", tmp_path / "b")
+    finally:
+        os.rmdir(tmp_path / "a")
+        os.rmdir(tmp_path / "b")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_a_kill_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path, monkeypatch, exchange):
+    """A process writing a report over a previous run's is killed before its k-th file operation, for every k:
+    the folder then holds exactly the old set or exactly the new one (with the user's files in both), never a
+    mix; (two-rename fallback: or it is missing, and the recovery step puts the old one back); the next write
+    succeeds and leaves no staging folder behind."""
+    from monai_dpaat.evaluation import plots, report
+    from monai_dpaat.evaluation.report import recover_output_dir
+
+    if exchange and not _exchange_works(tmp_path):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    if not exchange:
+        monkeypatch.setattr(report, "_exchange", lambda a, b: False)
+    for name in ("figure_metric_by_attack", "figure_confusion_matrices", "figure_metric_vs_eps"):
+        monkeypatch.setattr(plots, name, _FakeFigure)
+    template = _previous_run(tmp_path / "template" / "out")
+    old = _tree(template)
+    shutil.copytree(template, tmp_path / "reference" / "out", symlinks=True)
+    write_report({"STD": NEW}, tmp_path / "reference" / "out", title="new run")
+    new = _tree(tmp_path / "reference" / "out")
+    assert new != old and "accuracy_vs_eps.png" not in new  # the old set's extra plot goes with it
+    assert all(new[k] == old[k] for k in ("model.pt", "logs", "logs/events.1", "latest.pt"))  # the user's stay
+
+    outcomes = []
+    for k in range(1, 1000):
+        root = tmp_path / f"kill{k}"
+        out = shutil.copytree(template, root / "out", symlinks=True)
+        pid = os.fork()
+        if pid == 0:  # the child: write the new report, killed at the k-th operation
+            try:
+                _die_at(k)
+                write_report({"STD": NEW}, out, title="new run")
+                os._exit(0)
+            except BaseException:
+                os._exit(3)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        assert code in (0, KILLED), f"the child failed (exit {code}) at k={k}"
+        state = _tree(out)
+        moved_away = [p.name for p in root.iterdir() if "report-previous" in p.name]
+        if exchange or state is not None:
+            assert state in (old, new), f"killed before operation {k}: the folder mixes the two runs"
+        else:
+            assert moved_away, f"killed before operation {k}: the folder is gone and nothing can restore it"
+        recover_output_dir(out)
+        state = _tree(out)
+        assert state in (old, new), f"killed before operation {k}: after recovery the folder mixes the two runs"
+        outcomes.append("new" if state == new else "old")
+        write_report({"STD": NEW}, out, title="new run")
+        assert _tree(out) == new
+        assert [p.name for p in root.iterdir()] == ["out"], f"leftovers after the next write (k={k})"
+        shutil.rmtree(root)
+        if code == 0:
+            break
+    else:
+        pytest.fail("the write never completed")
+    assert outcomes[0] == "old" and outcomes[-1] == "new" and len(outcomes) > 40, outcomes
+
+
+def test_report_files_get_normal_permissions(tmp_path):
+    """Under umask 022 every report file is 0644 (not tempfile's 0600) and the output folder keeps its mode."""
+    old_umask = os.umask(0o022)
+    try:
+        write_report({"STD": STD}, tmp_path / "new", plots=True)
+        assert oct(os.stat(tmp_path / "new").st_mode & 0o777) == oct(0o755)
+        locked = tmp_path / "private"
+        locked.mkdir(mode=0o700)
+        write_report({"STD": STD}, locked, plots=False)
+        write_report({"STD": DPAAT}, locked, plots=False)  # over an existing set
+        assert oct(os.stat(locked).st_mode & 0o777) == oct(0o700)
+        single = atomic_write_text(tmp_path / "single.txt", "x")
+        from monai_dpaat.evaluation.plots import plot_metric_by_attack
+
+        plot = plot_metric_by_attack(combine_results(STD)["accuracy"], "accuracy", tmp_path / "plot.png")
+    finally:
+        os.umask(old_umask)
+    files = [p for p in (tmp_path / "new").iterdir()] + [p for p in locked.iterdir()] + [single, plot]
+    modes = {str(p.relative_to(tmp_path)): oct(os.stat(p).st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o644)}, modes
+
+
+def test_write_report_keeps_what_others_add_meanwhile_and_follows_links(tmp_path, monkeypatch):
+    """A file another process adds (or replaces) while the new set is staged is moved over after the swap; a
+    symlinked output folder stays a symlink; this process's current directory inside the folder stays valid."""
+    from monai_dpaat.evaluation import report
+
+    out = _previous_run(tmp_path / "out")
+    real_keep = report._keep_others
+
+    def keep_then_race(folder, stage, drop):
+        real_keep(folder, stage, drop)
+        (folder / "late.txt").write_text("written during the swap")
+        (folder / "model.tmp").write_bytes(b"newer weights")
+        os.replace(folder / "model.tmp", folder / "model.pt")
+
+    monkeypatch.setattr(report, "_keep_others", keep_then_race)
+    monkeypatch.chdir(out)
+    write_report({"STD": NEW}, ".", plots=False)
+    monkeypatch.undo()
+    assert (out / "late.txt").read_text() == "written during the swap"
+    assert (out / "model.pt").read_bytes() == b"newer weights"
+    assert not (out / "accuracy_vs_eps.png").exists() and (out / "logs" / "events.1").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    os.symlink(out, tmp_path / "alias")
+    monkeypatch.chdir(out / "logs")
+    write_report({"STD": STD}, tmp_path / "alias", plots=False, title="through the link")
+    assert os.path.islink(tmp_path / "alias") and "through the link" in (out / "report.md").read_text()
+    assert os.listdir(".") == ["events.1"] and os.path.samefile(os.getcwd(), out / "logs")
+
+
+def test_write_report_in_place_where_no_folder_can_be_made_beside(tmp_path, monkeypatch):
+    """A mount point or read-only parent: the files are replaced one by one (with a warning), the old set's
+    extra files are still dropped and the user's kept."""
+    from monai_dpaat.evaluation import report
+
+    out = _previous_run(tmp_path / "out")
+    monkeypatch.setattr(report, "_swappable", lambda folder: False)
+    with pytest.warns(RuntimeWarning, match="replaced one by one"):
+        write_report({"STD": NEW}, out, plots=False)
+    names = {p.name for p in out.iterdir()}
+    assert "accuracy_vs_eps.png" not in names and "confusion_STD.png" not in names
+    assert {"model.pt", "logs", "latest.pt", "report.md", "table_accuracy.csv"} <= names
+    assert not [n for n in names if n.startswith(".")]

@@ -143,7 +143,7 @@ def _ham_loader(data_dir, image_size=32, per_class=6):
     from monai_dpaat.data import ham10000_datalists, ham10000_transforms
 
     lists = ham10000_datalists(data_dir / "ham10000", classes=("mel", "nv"), n_train=20, n_test=per_class,
-                               val_fraction=0.0)
+                               val_fraction=None)
     return DataLoader(Dataset(lists["test"], ham10000_transforms(image_size)), batch_size=8), lists
 
 

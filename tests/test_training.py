@@ -392,7 +392,8 @@ def test_amat_margins_follow_the_rule(ham_small):
     train, _ = ham_small
     net = tiny_cnn()
     attack = PGD(eps=EPS, alpha=EPS / 2, steps=3, generator=torch.Generator().manual_seed(0))
-    it = AMATIteration(num_samples=len(train), attack=attack, eps_max=1.0, eps_step=EPS)
+    # eps_max far above the margins used here, yet inside the images' value range (a larger one is an error)
+    it = AMATIteration(num_samples=len(train), attack=attack, eps_max=0.5, eps_step=EPS)
     it.epsilon[::2] = 0.1  # large margins on half the samples: some adversarial examples flip
     seen = {}
     orig_finish = it.finish_step
@@ -410,6 +411,46 @@ def test_amat_margins_follow_the_rule(ham_small):
     assert torch.equal(after[~ok], before[~ok])
     assert (after[flipped] <= before[flipped] + 1e-7).all() and (after[flipped] > 0).all()
     assert ok.any() and (~ok).any() and flipped.any() and held.any()
+
+
+def test_method_budgets_must_fit_the_attack_value_range():
+    """DPAAT's eps_max (2 * eps_init by default) and AMAT's margins are budgets in the attack's units: above a
+    fixed value range they fail at construction, naming the parameter and where its default came from."""
+    from monai_dpaat.attacks import LargeBudgetWarning
+
+    fixed = PGD(eps=0.45, alpha=0.1, steps=1, value_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"DPAATIteration: eps_max=0\.9 \(default 2 \* eps_init\)"), \
+            pytest.warns(LargeBudgetWarning):
+        DPAATIteration(4, attack=PGD(eps=0.45, alpha=0.1, steps=1, value_range=(0.0, 0.8)))
+    with pytest.warns(LargeBudgetWarning, match=r"DPAATIteration: eps_init=0\.45 is 45% of the width 1"):
+        DPAATIteration(4, attack=fixed)  # legal, if unusual: one warning
+    with pytest.raises(ValueError, match=r"DPAATIteration: eps_max=1\.5 is larger than the width 1"):
+        DPAATIteration(4, attack=fixed, eps_max=1.5)
+    with pytest.raises(ValueError, match=r"DPAATIteration: step_size must be a finite number >= 0, got inf"):
+        DPAATIteration(4, attack=fixed, step_size=float("inf"))
+    with pytest.raises(ValueError, match=r"AMATIteration: eps_max=1\.5 is larger than the width 1"):
+        AMATIteration(4, attack=fixed, eps_max=1.5)
+    with pytest.raises(ValueError, match=r"AMATIteration: eps_max must be a finite number >= 0, got inf"):
+        AMATIteration(4, attack=fixed, eps_max=float("inf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DPAATIteration(4, attack=PGD(eps=8 / 255, steps=1, value_range=(0.0, 1.0)))  # the usual budget: silent
+        DPAATIteration(4, attack=PGD(eps=0.45, steps=1, value_range=None))  # no range: nothing to compare with
+    with pytest.raises(ValueError, match=r"alpha_fraction must be finite"):
+        DPAATIteration(4, attack=fixed, alpha_fraction=float("inf"))
+
+
+def test_method_budgets_with_a_data_range_fail_before_the_first_step(ham_small):
+    """With value_range="data" the bound is known at the first batch: the run fails there, before the attack
+    and the optimizer step (weights unchanged), naming DPAAT's eps_max."""
+    train, _ = ham_small
+    net = tiny_cnn()
+    weights = copy.deepcopy(net.state_dict())
+    it = DPAATIteration(num_samples=len(train), attack=PGD(eps=0.6, alpha=0.15, steps=1))
+    with pytest.raises(ValueError, match=r"DPAATIteration: eps_max=1\.2 \(default 2 \* eps_init\) is larger than "
+                                         r"the width 0\.\d+ of the data's value range"):
+        _run(net, train, it)
+    assert all(torch.equal(v, weights[k]) for k, v in net.state_dict().items())
 
 
 def test_attack_configuration_forms():

@@ -63,7 +63,7 @@ def _worker(rank: int, folder: str) -> None:
 def test_two_rank_gloo_run_shares_criterion_and_epsilon_tables(data_dir: Path):
     from monai_dpaat.data import ham10000_datalists, ham10000_transforms
 
-    lists = ham10000_datalists(data_dir / "ham10000", classes=("mel", "nv"), val_fraction=0.0)
+    lists = ham10000_datalists(data_dir / "ham10000", classes=("mel", "nv"), val_fraction=None)
     tf = ham10000_transforms(32)
     picked = [x for x in lists["train"] if x["label"] == 0][:9] + [x for x in lists["train"] if x["label"] == 1][:9]
     decoded = [tf(dict(x)) for x in picked]

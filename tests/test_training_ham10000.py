@@ -34,7 +34,7 @@ def ham64(data_dir: Path):
     from monai_dpaat.data import ham10000_datalists, ham10000_transforms
     from monai_dpaat.data.utils import reindex
 
-    lists = ham10000_datalists(data_dir / "ham10000", classes=("mel", "nv"), val_fraction=0.0, seed=0)
+    lists = ham10000_datalists(data_dir / "ham10000", classes=("mel", "nv"), val_fraction=None, seed=0)
     train_ids = {x["lesion_id"] for x in lists["train"]}
     assert not train_ids & {x["lesion_id"] for x in lists["test"]}  # split by lesion: no leak
 

@@ -3,7 +3,7 @@
 ``adv = attack(network, images, targets)``; :func:`build_attack` makes one from a paper's name.
 """
 
-from .base import Attack, default_loss, restore_model_state
+from .base import LARGE_BUDGET_FRACTION, Attack, LargeBudgetWarning, check_budget, default_loss, restore_model_state
 from .fgsm import FGSM
 from .iterative import IFGSM, PGD
 from .momentum import DIFGSM, MIFGSM, NIFGSM, SIDIFGSM, SINIFGSM, TIFGSM, MomentumIterative
@@ -26,7 +26,7 @@ register_attack("gn", GaussianNoise, aliases=("gaussian-noise", "gaussiannoise")
 __all__ = [
     "Attack", "default_loss", "restore_model_state", "FGSM", "IFGSM", "PGD", "PGDL2", "MIFGSM", "NIFGSM",
     "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
-    "build_attack", "canonical_name", "register_attack",
+    "build_attack", "canonical_name", "register_attack", "check_budget", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
 ]
 
 # strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)

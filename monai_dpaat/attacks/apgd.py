@@ -127,6 +127,10 @@ class APGD(Attack):
         random_start: Any = None,
         loss_function: Any = None,
     ) -> None:
+        norm_key = str(norm).lower().replace("-", "")
+        if norm_key not in ("linf", "l2"):
+            raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
+        self.norm = "Linf" if norm_key == "linf" else "L2"  # before the base class checks eps in its units
         super().__init__(eps=eps, alpha=0.0, steps=steps, value_range=value_range, random_start=True,
                          model_mode=model_mode, generator=generator)
         if loss_function is not None:
@@ -139,9 +143,6 @@ class APGD(Attack):
             self.loss_name, self.indiv_loss = getattr(loss, "__name__", "custom"), loss
         else:
             raise ValueError(f"loss must be 'ce', 'dlr' or a callable, got {loss!r}")
-        norm_key = str(norm).lower().replace("-", "")
-        if norm_key not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
         if int(n_restarts) != n_restarts or n_restarts < 1:
             raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts}")
         if not 0.0 < rho <= 1.0:
@@ -150,7 +151,6 @@ class APGD(Attack):
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
         if int(eot_iter) != eot_iter or eot_iter < 1:
             raise ValueError(f"eot_iter must be an integer >= 1, got {eot_iter}")
-        self.norm = "Linf" if norm_key == "linf" else "L2"
         self.n_restarts = int(n_restarts)
         self.rho = float(rho)
         self.momentum = float(momentum)

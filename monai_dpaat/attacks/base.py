@@ -15,6 +15,13 @@ respect to the input only, so parameters' ``.grad`` are never touched. Attacks w
 batch is attacked as a plain tensor (metadata tracking would slow every step) and returned as a
 ``MetaTensor`` with its metadata.
 
+Budgets are checked against the data's value range (:func:`check_budget`): ``eps``/``alpha`` must be finite and
+``>= 0`` (``eps = inf`` only with ``value_range=None`` and no random start, an explicitly unbounded attack); an
+L-inf ``eps`` above the width of the value range is an error (at construction for a fixed ``(lo, hi)``, at the first call for ``"data"``,
+before any gradient work), and one above :data:`LARGE_BUDGET_FRACTION` of it warns once per attack
+(:class:`LargeBudgetWarning`). An L2 ``eps`` is a norm over the whole sample: its bound is the width times
+``sqrt(elements per sample)``, the diameter of the value-range box, checked at the first call.
+
 Subclasses implement :meth:`Attack.perturb`; they must not modify the clean ``x`` in place (it may share
 memory with the caller's images). The step loops build each step with in-place ops on fresh tensors and
 project with :meth:`Attack.project`, which keeps the per-step overhead below torchattacks'
@@ -27,6 +34,7 @@ import contextlib
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,9 +44,21 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type
 
-__all__ = ["Attack", "default_loss", "as_per_sample", "restore_model_state", "resize_target"]
+__all__ = [
+    "Attack", "default_loss", "as_per_sample", "restore_model_state", "resize_target", "check_budget",
+    "budget_bound", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
+]
 
 ValueRange = tuple[float, float] | str | None
+
+#: an L-inf budget above this fraction of the value range's width is legal but rarely meant (the usual one is
+#: 8/255); the L2 counterpart is the same fraction of the value-range box's diameter
+LARGE_BUDGET_FRACTION = 64 / 255
+
+
+class LargeBudgetWarning(UserWarning):
+    """A budget above :data:`LARGE_BUDGET_FRACTION` of its bound: allowed, but usually a unit mistake
+    (e.g. 8 instead of 8/255)."""
 
 
 def default_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,16 +92,24 @@ def default_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(prediction, target)
 
 
-def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor) -> torch.Tensor:
+def _budget_error(name: str, value: Any, prefix: str = "") -> ValueError:
+    if isinstance(value, torch.Tensor):  # float32 values shown as typed: [0.01, inf], not [0.00999999977, inf]
+        shown = [f"{v:g}" for v in value.detach().flatten().tolist()]
+        value = "[" + ", ".join(shown) + "]" if value.ndim else value.item()
+    hint = " (inf only with value_range=None and no random start: an unbounded attack)" if name == "eps" else ""
+    return ValueError(f"{prefix}{name} must be a finite number >= 0{hint}, got {value}")
+
+
+def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor, allow_inf: bool = False) -> torch.Tensor:
     """Return ``value`` as a ``(N, 1, ..., 1)`` tensor broadcastable against ``batch``.
 
     Accepts a python number, a 0-d tensor or a ``(N,)`` tensor; raises ``ValueError`` on negative values,
-    NaN or a length that is not the batch size.
+    NaN, infinity (unless ``allow_inf``) or a length that is not the batch size.
     """
     n, ndim = batch.shape[0], batch.ndim
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not value >= 0:  # also catches NaN
-            raise ValueError(f"{name} must be >= 0 and not NaN, got {value}")
+        if not (value >= 0 and (allow_inf or math.isfinite(value))):  # `not >= 0` also catches NaN
+            raise _budget_error(name, value)
         return torch.full((n,) + (1,) * (ndim - 1), float(value), dtype=batch.dtype, device=batch.device)
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a number or a tensor of shape ({n},), got {type(value).__name__}")
@@ -90,18 +118,100 @@ def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor) -
         t = t.expand(n)
     elif t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{name} must be a number or a tensor of shape ({n},) (one per sample), got shape {tuple(t.shape)}")
-    if not bool((t >= 0).all()):  # one device sync; NaN fails the comparison too
-        raise ValueError(f"{name} must be >= 0 and not NaN, got {t.tolist()}")
+    ok = t >= 0 if allow_inf else (t >= 0) & torch.isfinite(t)  # NaN fails the comparison too
+    if not bool(ok.all()):  # one device sync
+        raise _budget_error(name, t)
     return t.reshape(n, *([1] * (ndim - 1)))
 
 
-def _check_budget(value: Any, name: str) -> None:
-    """Constructor-time check of ``eps``/``alpha``: a number or a tensor, all values >= 0 and not NaN."""
+def _check_budget(value: Any, name: str, allow_inf: bool = False, prefix: str = "") -> None:
+    """Constructor-time check of ``eps``/``alpha``: a number or a tensor, all values finite (or +inf where
+    ``allow_inf``) and >= 0."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
-        raise ValueError(f"{name} must be a number or a (N,) tensor, got {value!r}")
-    bad = not bool((torch.as_tensor(value) >= 0).all()) if isinstance(value, torch.Tensor) else not value >= 0
-    if bad:
-        raise ValueError(f"{name} must be >= 0 and not NaN, got {value}")
+        raise ValueError(f"{prefix}{name} must be a number or a (N,) tensor, got {value!r}")
+    t = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    ok = t >= 0 if allow_inf else (t >= 0) & torch.isfinite(t)
+    if t.numel() and not bool(ok.all()):
+        raise _budget_error(name, value, prefix)
+
+
+def budget_bound(value_range: Any, x: torch.Tensor | None = None, norm: str = "Linf") -> tuple[float, str] | None:
+    """``(bound, description)`` of the largest sensible budget for ``value_range``, or None when there is none
+    (``value_range=None``, or ``"data"`` whose every sample is constant) or it needs a batch ``x`` that was
+    not given (``"data"``, or any L2 bound: it depends on the elements per sample).
+
+    L-inf: the width ``hi - lo`` of the range; ``"data"``: the width of the widest sample of ``x`` (each sample
+    is clamped to its own min/max, and a budget above even the widest one perturbs past every sample's range).
+    L2: that width times ``sqrt(elements per sample)``, the diameter of the value-range box.
+    """
+    value_range = Attack._check_value_range(value_range)
+    if value_range is None:
+        return None
+    if value_range == "data":
+        if x is None or x.numel() == 0:
+            return None
+        lo, hi = torch.aminmax(x.detach().reshape(x.shape[0], -1).float(), dim=1)
+        widest = int(torch.argmax(hi - lo))
+        lo_w, hi_w = float(lo[widest]), float(hi[widest])  # one device sync
+        width = hi_w - lo_w
+        if not width > 0:
+            return None
+        text = (f"the width {width:g} of the data's value range (value_range='data': each sample's own min/max; "
+                f"the widest sample spans [{lo_w:g}, {hi_w:g}])")
+    else:
+        width = value_range[1] - value_range[0]
+        text = f"the width {width:g} of value_range {value_range}"
+    if _is_l2(norm):
+        if x is None:
+            return None
+        numel = x[0].numel()
+        return width * math.sqrt(numel), f"{width * math.sqrt(numel):g} = {text} x sqrt({numel}) (L2 diameter)"
+    return width, text
+
+
+def _is_l2(norm: str) -> bool:
+    return str(norm).lower().replace("-", "") == "l2"
+
+
+def check_budget(value: Any, name: str, value_range: Any = None, x: torch.Tensor | None = None, norm: str = "Linf",
+                 owner: str = "", note: str = "", warn: bool = True) -> float | None:
+    """Check a budget against the data's value range (see :func:`budget_bound`) and return it as a fraction of
+    the bound (None when there is no bound, or it is not known without ``x``).
+
+    Args:
+        value: a number or a tensor of per-sample values (its largest value is checked).
+        name: the parameter named in the messages (``"eps"``, ``"eps_max"``, a bundle key such as ``"epsilon"``).
+        value_range: ``(lo, hi)``, ``"data"`` (needs ``x``) or None (no upper bound).
+        x: a batch ``(N, C, *spatial)`` for ``"data"`` and L2 bounds.
+        norm: ``"Linf"`` or ``"L2"`` (what ``value`` bounds).
+        owner, note: text before the message (``"PGD"``) and after the value (``" (default 2 * eps_init)"``).
+        warn: emit :class:`LargeBudgetWarning` above :data:`LARGE_BUDGET_FRACTION` of the bound.
+
+    Raises:
+        ValueError: ``value`` is not a number/tensor, is negative, NaN or infinite, or exceeds the bound.
+    """
+    prefix = f"{owner}: " if owner else ""
+    _check_budget(value, name, prefix=prefix)
+    bound = budget_bound(value_range, x, norm)
+    if bound is None:
+        return None
+    per_sample = isinstance(value, torch.Tensor) and value.ndim > 0
+    if isinstance(value, torch.Tensor):
+        largest = float(value.detach().float().max()) if value.numel() else 0.0
+    else:
+        largest = float(value)
+    shown = f"{name}={largest:g}" + (" (largest per-sample value)" if per_sample else "") + note
+    limit, text = bound
+    if largest > limit:
+        units = ("an L2 budget is the norm of the whole perturbation of a sample" if _is_l2(norm) else
+                 f"the budget is in the data's units (the usual L-inf budget for images in [0, 1] is 8/255 = "
+                 f"{8 / 255:.4f})")
+        raise ValueError(f"{prefix}{shown} is larger than {text}: {units}")
+    fraction = largest / limit
+    if warn and fraction > LARGE_BUDGET_FRACTION:
+        warnings.warn(f"{prefix}{shown} is {fraction:.0%} of {text}; budgets above {LARGE_BUDGET_FRACTION:.0%} of "
+                      "it are unusual (8/255 on [0, 1] is 3%): check its units", LargeBudgetWarning, stacklevel=2)
+    return fraction
 
 
 def resize_target(target: Any, output: torch.Tensor) -> Any:
@@ -167,8 +277,10 @@ class Attack:
     """Base class: validation, model-state guard, loss and input gradient, projection and clamping.
 
     Args:
-        eps: budget, a float or a per-sample ``(N,)`` tensor (L-inf radius, or L2 radius for ``PGDL2``).
-        alpha: step size, a float or a ``(N,)`` tensor.
+        eps: budget, a float or a per-sample ``(N,)`` tensor (L-inf radius, or L2 radius for ``PGDL2``), in the
+            data's units: finite, >= 0 and not above the value range (see :func:`check_budget`; ``inf`` is
+            allowed with ``value_range=None`` and no random start only, an explicitly unbounded attack).
+        alpha: step size, a float or a ``(N,)`` tensor; finite and >= 0.
         steps: number of iterations (>= 1).
         loss_function: callable ``(prediction, target) -> scalar``; ``None`` uses :func:`default_loss`.
             MONAI ``DiceLoss``/``DiceCELoss``, ``CrossEntropyLoss`` and ``BCEWithLogitsLoss`` all fit.
@@ -204,13 +316,14 @@ class Attack:
         model_mode: str | None = "eval",
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_budget(eps, "eps")
+        self.value_range = self._check_value_range(value_range)
+        # eps = inf is an explicitly unbounded attack: only without clamping and without a random start in the ball
+        _check_budget(eps, "eps", allow_inf=self.value_range is None and not random_start)
         _check_budget(alpha, "alpha")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or steps != int(steps) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         if model_mode not in ("eval", "train", None):
             raise ValueError(f"model_mode must be 'eval', 'train' or None, got {model_mode!r}")
-        self.value_range = self._check_value_range(value_range)
         if loss_function is not None and not callable(loss_function):
             raise ValueError(f"loss_function must be callable(prediction, target) or None, got {loss_function!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -222,6 +335,26 @@ class Attack:
         self.random_start = bool(random_start)
         self.model_mode = model_mode
         self.generator = generator
+        self._warned_large_budget = False
+        # a fixed range bounds an L-inf eps now; "data" and L2 bounds need the batch: checked at the first call
+        self._budget_checked = self.check_budget(eps, "eps")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether ``eps`` bounds the perturbation (False only for an attack without a budget, whose eps is inf)."""
+        return True
+
+    def check_budget(self, value: Any, name: str, x: torch.Tensor | None = None, note: str = "") -> bool:
+        """Check a budget of this attack's norm against its value range (:func:`check_budget`; the warning is
+        given once per attack). Returns False when the bound needs a batch ``x`` that was not given."""
+        if self.value_range is None:
+            return True
+        fraction = check_budget(value, name, self.value_range, x, self.norm, type(self).__name__, note,
+                                warn=not self._warned_large_budget)
+        if fraction is None:
+            return x is not None  # with a batch, no bound means none exists (e.g. constant samples)
+        self._warned_large_budget = self._warned_large_budget or fraction > LARGE_BUDGET_FRACTION
+        return True
 
     def __repr__(self) -> str:
         keys = ("eps", "alpha", "steps", "random_start")
@@ -248,8 +381,13 @@ class Attack:
                 x = x.clone()
             if isinstance(y, torch.Tensor):
                 y = y.detach().clone() if y.is_inference() else y.detach()
-            eps_t = as_per_sample(self.eps if eps is None else eps, "eps", x)
+            unbounded = (self.value_range is None and not self.random_start) or (eps is None and not self.bounded)
+            eps_t = as_per_sample(self.eps if eps is None else eps, "eps", x, allow_inf=unbounded)
             alpha_t = as_per_sample(self.alpha if alpha is None else alpha, "alpha", x)
+            if not self._budget_checked and (eps is not None or self.bounded):  # before any gradient work
+                self._budget_checked = self.check_budget(self.eps if eps is None else eps, "eps", x)
+            elif eps is not None and isinstance(eps, numbers.Real) and isinstance(self.value_range, tuple):
+                self.check_budget(eps, "eps", x)  # a python number: no device sync
             lo, hi = self._bounds(x)
             with restore_model_state(network, self.model_mode), torch.enable_grad():
                 try:

@@ -28,10 +28,12 @@ class GaussianNoise(Attack):
         unknown = sorted(set(unused) - {"alpha", "steps", "loss_function", "random_start", "decay", "model_mode"})
         if unknown:
             raise TypeError(f"GaussianNoise got unexpected keyword arguments {unknown}")
-        if not std >= 0:
-            raise ValueError(f"std must be >= 0, got {std}")
-        super().__init__(eps=math.inf if eps is None else eps, alpha=0.0, steps=1, value_range=value_range,
+        if not (std >= 0 and math.isfinite(std)):
+            raise ValueError(f"std must be a finite number >= 0, got {std}")
+        super().__init__(eps=0.0 if eps is None else eps, alpha=0.0, steps=1, value_range=value_range,
                          model_mode=None, generator=generator)
+        if eps is None:  # no budget: set after the base class's budget checks, which an inf eps would fail
+            self.eps = math.inf
         self.std = float(std)
 
     @property

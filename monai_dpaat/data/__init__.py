@@ -4,8 +4,11 @@ NuInsSeg-layout H&E nuclei tiles (2D segmentation) and NIfTI volumes such as Bra
 Every ``*_datalist(s)`` function returns plain lists of dicts (each with an ``"index"``, its
 position in its split) usable by :class:`monai.data.Dataset` and bundle configs
 (``"$monai_dpaat.data.ham10000_datalists(@dataset_dir)['train']"``). Wherever a datalist is
-accepted, :func:`load_datalist` turns a MONAI Decathlon-style JSON file or an in-memory list into one.
-Problems are logged to the ``"monai_dpaat.data"`` logger.
+accepted, :func:`load_datalist` turns a MONAI Decathlon-style JSON file or an in-memory list into one;
+:func:`image_files` globs unlabelled images for inference configs.
+
+Bad data is refused when it is loaded, with an error naming the file (or the CSV row, or the argument) and
+what was expected, never truncated or skipped silently. Problems are logged to the ``"monai_dpaat.data"`` logger.
 """
 
 from monai_dpaat.data.ham10000 import (
@@ -15,7 +18,13 @@ from monai_dpaat.data.ham10000 import (
     read_ham10000_metadata,
 )
 from monai_dpaat.data.indexed import IndexedDataset
-from monai_dpaat.data.nifti import BRATS_WHOLE_TUMOUR, check_nifti_file, nifti_datalist, nifti_transforms
+from monai_dpaat.data.nifti import (
+    BRATS_WHOLE_TUMOUR,
+    CheckNiftiFilesd,
+    check_nifti_file,
+    nifti_datalist,
+    nifti_transforms,
+)
 from monai_dpaat.data.nuinsseg import (
     nuinsseg_datalist,
     nuinsseg_eval_transforms,
@@ -23,14 +32,26 @@ from monai_dpaat.data.nuinsseg import (
     split_datalist,
 )
 from monai_dpaat.data.transforms import (
+    CheckClassLabeld,
     CheckedLoadImaged,
     CheckFinited,
     CheckSameSpatialShaped,
     RemapLabels,
     RemapLabelsd,
+    ToRGBFloatd,
     above_background,
 )
-from monai_dpaat.data.utils import check_image_file, load_datalist, logger, reindex, to_rgb
+from monai_dpaat.data.utils import (
+    DataError,
+    as_image,
+    as_mask,
+    check_image_file,
+    image_files,
+    load_datalist,
+    logger,
+    reindex,
+    to_rgb,
+)
 
 __all__ = [
     "IndexedDataset",
@@ -39,6 +60,7 @@ __all__ = [
     "ham10000_transforms",
     "read_ham10000_metadata",
     "BRATS_WHOLE_TUMOUR",
+    "CheckNiftiFilesd",
     "check_nifti_file",
     "nifti_datalist",
     "nifti_transforms",
@@ -46,13 +68,19 @@ __all__ = [
     "nuinsseg_eval_transforms",
     "nuinsseg_train_transforms",
     "split_datalist",
+    "CheckClassLabeld",
     "CheckedLoadImaged",
     "CheckFinited",
     "CheckSameSpatialShaped",
     "RemapLabels",
     "RemapLabelsd",
+    "ToRGBFloatd",
     "above_background",
+    "DataError",
+    "as_image",
+    "as_mask",
     "check_image_file",
+    "image_files",
     "load_datalist",
     "logger",
     "reindex",

@@ -14,6 +14,7 @@ or the images in ``root`` itself, or in the folders given by ``image_dirs``.
 from __future__ import annotations
 
 import csv
+import io
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,11 +28,19 @@ from monai.transforms import (
     RandFlipd,
     RandRotate90d,
     Resized,
-    ScaleIntensityRanged,
 )
 
-from monai_dpaat.data.transforms import CheckedLoadImaged
-from monai_dpaat.data.utils import PathLike, check_dir, check_file, check_image_file, logger, reindex, to_rgb
+from monai_dpaat.data.transforms import CheckClassLabeld, CheckedLoadImaged, ToRGBFloatd, _positive_size
+from monai_dpaat.data.utils import (
+    DataError,
+    PathLike,
+    as_image,
+    check_dir,
+    check_file,
+    check_image_file,
+    logger,
+    reindex,
+)
 
 __all__ = ["HAM10000_CLASSES", "ham10000_datalists", "ham10000_transforms", "read_ham10000_metadata"]
 
@@ -55,19 +64,57 @@ _REQUIRED_COLUMNS = ("lesion_id", "image_id", "dx")
 def read_ham10000_metadata(csv_path: PathLike) -> list[dict]:
     """Rows of ``HAM10000_metadata.csv`` as dicts (all columns as strings).
 
+    The file may be UTF-8 (with or without the byte-order mark Excel writes) or Latin-1; spaces
+    around column names are ignored.
+
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: a required column (``lesion_id``, ``image_id``, ``dx``) is missing, naming the file.
+        ValueError: naming the file: a required column (``lesion_id``, ``image_id``, ``dx``) is missing,
+            a row leaves one empty, or an ``image_id`` is listed twice (under one or two ``lesion_id``:
+            either would put the image in two splits of the lesion-disjoint split).
     """
     path = check_file(csv_path, "HAM10000 metadata")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"HAM10000 metadata {str(path)!r} lacks column(s) {missing}; found {reader.fieldnames}."
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+    missing = [c for c in _REQUIRED_COLUMNS if c not in reader.fieldnames]
+    if missing:
+        raise ValueError(f"HAM10000 metadata {str(path)!r} lacks column(s) {missing}; found {reader.fieldnames}.")
+    rows, where = [], defaultdict(list)  # image_id -> [(line, lesion_id)]
+    for row in reader:
+        empty = [c for c in _REQUIRED_COLUMNS if not (row.get(c) or "").strip()]
+        if empty:
+            raise DataError(
+                f"HAM10000 metadata {str(path)!r} row {reader.line_num} has an empty {empty[0]!r} "
+                f"({', '.join(f'{c}={row.get(c)!r}' for c in _REQUIRED_COLUMNS)}); fill it in or remove the row."
             )
-        return [dict(row) for row in reader]
+        where[row["image_id"]].append((reader.line_num, row["lesion_id"]))
+        rows.append(dict(row))
+    _check_unique_images(path, where)
+    return rows
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8 (a byte-order mark dropped), else Latin-1 (which decodes any bytes)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        logger.info("HAM10000 metadata %r is not UTF-8; read as Latin-1.", str(path))
+        return data.decode("latin-1")
+
+
+def _check_unique_images(path: Path, where: dict[str, list[tuple[int, str]]]) -> None:
+    dups = {image_id: places for image_id, places in where.items() if len(places) > 1}
+    if not dups:
+        return
+    image_id, places = next(iter(dups.items()))
+    lesions = ", ".join(repr(lesion) for lesion in dict.fromkeys(lesion for _, lesion in places))
+    more = f" ({len(dups) - 1} more image_id(s) listed twice: {sorted(dups)[:5]})" if len(dups) > 1 else ""
+    raise DataError(
+        f"HAM10000 metadata {str(path)!r}: image_id {image_id!r} is listed on rows "
+        f"{', '.join(str(line) for line, _ in places)} under lesion_id {lesions}{more}; every image must be listed "
+        f"once, under one lesion_id (else the lesion-disjoint split can put it in two splits): remove the extra rows."
+    )
 
 
 def _find_images(image_dirs: Sequence[Path]) -> dict[str, Path]:
@@ -77,6 +124,11 @@ def _find_images(image_dirs: Sequence[Path]) -> dict[str, Path]:
         for entry in sorted(d.iterdir()):
             if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.stem not in found:
                 found[entry.stem] = entry
+    if not found:
+        raise DataError(
+            f"no HAM10000 image ({', '.join(IMAGE_EXTENSIONS)}) in {[str(d) for d in image_dirs]}; check dataset_dir "
+            f"(the root holding {METADATA_FILE}) and image_dirs."
+        )
     return found
 
 
@@ -133,7 +185,7 @@ def ham10000_datalists(
     classes: Sequence[str] = ("mel", "bkl", "nv"),
     n_train: int = 800,
     n_test: int = 299,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = 0.1,
     seed: int = 0,
     image_dirs: PathLike | Sequence[PathLike] | None = None,
     validate: bool = False,
@@ -157,8 +209,9 @@ def ham10000_datalists(
             Known codes: akiec, bcc, bkl, df, mel, nv, vasc.
         n_train: training pool (train + val) images per class.
         n_test: test images per class.
-        val_fraction: fraction of each class's training pool moved to validation, in [0, 1).
-            With 0 the ``"val"`` list is empty.
+        val_fraction: fraction of each class's training pool moved to validation, in (0, 1);
+            ``None``: no validation split (the ``"val"`` list is empty). 0 is refused: a training
+            run validating on nothing would never save its best model.
         seed: seed of the shuffle; the result is identical for equal arguments.
         image_dirs: folder(s) holding the images, relative to ``root`` or absolute. Default:
             ``HAM10000_images_part_1`` and ``HAM10000_images_part_2`` where present, else ``root``.
@@ -171,7 +224,8 @@ def ham10000_datalists(
 
     Raises:
         FileNotFoundError: ``root``, the metadata or an ``image_dirs`` folder is missing.
-        ValueError: unknown class name, a class with no images present, bad ``val_fraction`` /
+        ValueError: unknown class name, bad metadata (see :func:`read_ham10000_metadata`), no image
+            file at all in the image folder(s), a class with no images present, bad ``val_fraction`` /
             counts, an empty split, or (``validate=True``) a corrupt image.
     """
     root = check_dir(root, "HAM10000 root")
@@ -181,8 +235,12 @@ def ham10000_datalists(
         raise ValueError(f"unknown HAM10000 class name(s) {unknown}; known: {sorted(HAM10000_CLASSES)}.")
     if len(set(classes)) != len(classes) or not classes:
         raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if val_fraction is not None and not (
+        isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
+    ):
+        raise DataError(
+            f"val_fraction must be in (0, 1), got {val_fraction!r}; use val_fraction=None for no validation split."
+        )
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got n_train={n_train}, n_test={n_test}.")
 
@@ -213,19 +271,19 @@ def ham10000_datalists(
         q_train, q_test = _split_quotas(sum(map(len, groups)), n_train, n_test)
         (pool, test), _ = _fill(groups, (q_train, q_test))
         pool_groups = list(_group_by_lesion(pool).values())  # keeps the shuffled lesion order
-        q_val = round(val_fraction * len(pool))
+        q_val = round(val_fraction * len(pool)) if val_fraction is not None else 0
         if q_val:
             (val, train), _ = _fill(pool_groups, (q_val, len(pool) - q_val))
         else:
             val, train = [], pool
         for name, part in (("train", train), ("val", val), ("test", test)):
-            if not part and (name != "val" or val_fraction > 0):
+            if not part and (name != "val" or val_fraction is not None):
                 logger.warning("HAM10000: class %r has no images in split %r (too few lesions).", cls, name)
             splits[name].extend(part)
 
     out = {}
     for name, items in splits.items():
-        if not items and (name != "val" or val_fraction > 0):
+        if not items and (name != "val" or val_fraction is not None):
             raise ValueError(
                 f"HAM10000 split {name!r} is empty (classes={classes}, n_train={n_train}, n_test={n_test}, "
                 f"val_fraction={val_fraction}, {len(present)} images present)."
@@ -244,31 +302,37 @@ def ham10000_transforms(
     prob: float = 0.5,
     track_meta: bool = False,
     with_label: bool = True,
+    num_classes: int | None = None,
 ) -> Compose:
     """Dict transforms for HAM10000 items (keys ``"image"``, ``"label"``).
 
-    Loads the JPEG as RGB with PIL, channel-first ``(3, H, W)`` float32 in [0, 1], resizes to
-    ``(image_size, image_size)`` (bilinear with anti-aliasing), adds random flips along both axes
-    and a random 90-degree rotation when ``train``, and makes the label a ``torch.long`` scalar.
-    Batched by :class:`monai.data.DataLoader`: image ``(N, 3, S, S)``, label ``(N,)``, index ``(N,)``.
+    Loads the image with PIL at its real bit depth as channel-first ``(3, H, W)`` float32 in [0, 1]
+    (8-bit / 255, 16-bit / 65535, grayscale repeated to RGB), resizes to ``(image_size, image_size)``
+    (bilinear with anti-aliasing), adds random flips along both axes and a random 90-degree rotation
+    when ``train``, and makes the label a ``torch.long`` scalar (checked first: a label that is not
+    an integer class index raises naming the image, never truncated). Batched by
+    :class:`monai.data.DataLoader`: image ``(N, 3, S, S)``, label ``(N,)``, index ``(N,)``.
 
     Args:
-        image_size: output side (or ``(H, W)``).
+        image_size: output side (or ``(H, W)``), positive.
         train: add random augmentation.
         prob: probability of each random transform.
         track_meta: keep :class:`monai.data.MetaTensor` outputs (default: plain tensors, which the
             attacks and Grad-CAM prefer).
         with_label: items carry a ``"label"`` (False for inference on unlabelled images).
+        num_classes: when given, labels must lie in ``[0, num_classes - 1]``.
     """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    xforms = [
+    size = _positive_size(image_size, 2, "image_size")
+    xforms = [CheckClassLabeld(keys="label", num_classes=num_classes)] if with_label else []
+    xforms += [
         CheckedLoadImaged(
             keys="image",
-            reader=PILReader(converter=to_rgb, reverse_indexing=False),
+            reader=PILReader(converter=as_image, reverse_indexing=False),
             image_only=True,
             ensure_channel_first=True,
+            dtype=None,  # keep uint8, which ToRGBFloatd divides by 255 (16-bit comes as float from as_image)
         ),
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        ToRGBFloatd(keys="image"),
         Resized(keys="image", spatial_size=size, mode="bilinear", anti_aliasing=True),
     ]
     if train:
@@ -281,6 +345,4 @@ def ham10000_transforms(
     xforms += [
         EnsureTyped(keys="image", dtype=torch.float32, track_meta=track_meta),
     ]
-    if with_label:
-        xforms.append(EnsureTyped(keys="label", dtype=torch.long, track_meta=False))
     return Compose(xforms)

@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     CropForegroundd,
-    EnsureChannelFirstd,
     EnsureTyped,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandFlipd,
@@ -24,12 +25,12 @@ from monai_dpaat.data.transforms import (
     CheckFinited,
     CheckSameSpatialShaped,
     RemapLabelsd,
-    _as_tuple,
+    _positive_size,
     above_background,
 )
-from monai_dpaat.data.utils import PathLike, check_dir, reindex
+from monai_dpaat.data.utils import DataError, PathLike, check_dir, reindex
 
-__all__ = ["BRATS_WHOLE_TUMOUR", "nifti_datalist", "nifti_transforms", "check_nifti_file"]
+__all__ = ["BRATS_WHOLE_TUMOUR", "nifti_datalist", "nifti_transforms", "check_nifti_file", "CheckNiftiFilesd"]
 
 #: BraTS ``OTMultiClass`` labels (1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing) -> whole tumour.
 BRATS_WHOLE_TUMOUR = {0: 0, 1: 1, 2: 1, 3: 1, 4: 1}
@@ -44,16 +45,41 @@ def _strip_nifti(name: str) -> str:
     return Path(name).stem
 
 
-def check_nifti_file(path: PathLike) -> tuple[int, ...]:
+def check_nifti_file(path: PathLike, volume: bool = False) -> tuple[int, ...]:
     """Read a NIfTI header with nibabel and return the array shape; raise ``ValueError`` naming the
-    file when it is unreadable or corrupt (the voxel data is not read)."""
+    file when it is unreadable or corrupt (the voxel data is not read), or, with ``volume``, when it
+    is not one 3D volume (2D, or 4D with several volumes; ``(H, W, D, 1)`` passes)."""
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        return tuple(int(s) for s in img.shape)
+        shape = tuple(int(s) for s in nib.load(str(path)).shape)
     except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, gzip.BadGzipFile...
         raise ValueError(f"NIfTI file {str(path)!r} is unreadable or corrupt: {e}") from e
+    if volume and not (len(shape) == 3 or (len(shape) > 3 and all(s == 1 for s in shape[3:]))):
+        fix = ("split it into one 3D file per modality / time point" if len(shape) > 3
+               else "a 2D image belongs in a 2D pipeline")
+        raise DataError(
+            f"NIfTI file {str(path)!r} is {len(shape)}D (shape {shape}); expected one 3D volume (H, W, D) per file: "
+            f"{fix}."
+        )
+    return shape
+
+
+class CheckNiftiFilesd(MapTransform):
+    """Before loading: read the header of every file of ``keys`` (a path or a list of paths, one per
+    modality) and raise naming the file when it is unreadable or not one 3D volume
+    (:func:`check_nifti_file`), so a 4D series never reaches the network as extra channels.
+    Returns the data unchanged."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping) -> Mapping:
+        for key in self.key_iterator(data):
+            files = data[key]
+            for f in [files] if isinstance(files, (str, Path)) else files:
+                check_nifti_file(f, volume=True)
+        return data
 
 
 def _one_match(folder: Path, pattern: str, case: str) -> Path:
@@ -91,8 +117,8 @@ def nifti_datalist(
         image_patterns: one pattern per modality (channel order).
         label_pattern: label file pattern, or ``None`` for unlabelled data (no ``"label"`` key).
         layout: ``"auto"``, ``"folders"`` or ``"flat"``.
-        validate: read every header (nibabel, cheap) and raise on a corrupt file or when the
-            modalities and label of a case differ in shape.
+        validate: read every header (nibabel, cheap) and raise on a corrupt file, a file that is
+            not one 3D volume (2D, 4D) or when the modalities and label of a case differ in shape.
 
     Returns:
         items ``{"image": [str, ...] (one path per modality), "label": str, "case": str, "index": int}``,
@@ -135,7 +161,7 @@ def nifti_datalist(
     if validate:
         for item in items:
             files = item["image"] + ([item["label"]] if "label" in item else [])
-            shapes = {f: check_nifti_file(f)[:3] for f in files}
+            shapes = {f: check_nifti_file(f, volume=True)[:3] for f in files}
             if len(set(shapes.values())) > 1:
                 detail = ", ".join(f"{Path(f).name}: {s}" for f, s in shapes.items())
                 raise ValueError(f"case {item['case']!r}: files differ in shape (expected equal): {detail}.")
@@ -154,7 +180,8 @@ def nifti_transforms(
     track_meta: bool = True,
     with_label: bool = True,
 ) -> Compose:
-    """Transforms for :func:`nifti_datalist` items: load and stack the modalities into channels,
+    """Transforms for :func:`nifti_datalist` items: check each file is one 3D volume, load and stack
+    the modalities into channels (a constant modality, e.g. an empty export, raises naming its file),
     crop to the foreground, remap the label, resize to a small volume for CPU demos (image: area
     averaging, label: nearest neighbour).
 
@@ -162,8 +189,8 @@ def nifti_transforms(
     BraTS, unless ``normalize``); label ``(1, *spatial_size)`` float32 (nearest-neighbour resized).
 
     Args:
-        spatial_size: output size (int or 3 ints); ``None`` keeps the (cropped) full resolution,
-            for sliding-window inference.
+        spatial_size: output size (int or 3 ints, positive); ``None`` keeps the (cropped) full
+            resolution, for sliding-window inference.
         train: add random flips along the three axes.
         label_mapping: e.g. :data:`BRATS_WHOLE_TUMOUR`; ``None`` keeps the labels.
         label_default: value for label values missing from ``label_mapping`` (``None`` raises,
@@ -176,9 +203,11 @@ def nifti_transforms(
         with_label: the items have a ``"label"`` (set ``False`` for unlabelled inference data).
     """
     keys = ("image", "label") if with_label else ("image",)
+    size = None if spatial_size is None else _positive_size(spatial_size, 3, "spatial_size")
     xforms: list = [
-        CheckedLoadImaged(keys=keys, reader="NibabelReader", image_only=True),
-        EnsureChannelFirstd(keys=keys),
+        CheckNiftiFilesd(keys=keys),
+        CheckedLoadImaged(keys=keys, reader="NibabelReader", image_only=True, ensure_channel_first=True,
+                          nonconstant_keys="image"),
         CheckFinited(keys=keys),  # a NaN voxel would otherwise turn every loss and gradient into NaN
     ]
     if with_label:
@@ -191,8 +220,7 @@ def nifti_transforms(
         xforms.append(RemapLabelsd(keys="label", mapping=label_mapping, default=label_default))
     if normalize:
         xforms.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
-    if spatial_size is not None:
-        size = _as_tuple(spatial_size, 3)
+    if size is not None:
         # "area" = box-filter averaging: anti-aliased downsampling at a tenth of the cost of a Gaussian
         xforms.append(Resized(keys="image", spatial_size=size, mode="area"))
         if with_label:

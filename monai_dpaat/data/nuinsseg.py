@@ -24,12 +24,20 @@ from monai.transforms import (
     RandFlipd,
     RandRotate90d,
     RandSpatialCropSamplesd,
-    ScaleIntensityRanged,
     SpatialPadd,
 )
 
-from monai_dpaat.data.transforms import CheckedLoadImaged, CheckSameSpatialShaped, _as_tuple
-from monai_dpaat.data.utils import PathLike, check_dir, check_image_file, load_datalist, logger, reindex, to_rgb
+from monai_dpaat.data.transforms import CheckedLoadImaged, CheckSameSpatialShaped, ToRGBFloatd, _positive_size
+from monai_dpaat.data.utils import (
+    PathLike,
+    as_image,
+    as_mask,
+    check_dir,
+    check_image_file,
+    load_datalist,
+    logger,
+    reindex,
+)
 
 __all__ = ["nuinsseg_datalist", "split_datalist", "nuinsseg_train_transforms", "nuinsseg_eval_transforms"]
 
@@ -66,7 +74,8 @@ def nuinsseg_datalist(root: PathLike, target: str = "binary", validate: bool = T
         root: NuInsSeg root (organ folders inside) or one organ folder.
         target: ``"binary"`` (``mask binary/*.png``) or ``"instance"`` (``label masks/*.tif``).
         validate: read each image and mask header with PIL (cheap) and raise when a file is
-            unreadable/corrupt or a mask's size differs from its image's.
+            unreadable/corrupt, holds several frames (multi-frame TIFF) or a mask's size differs
+            from its image's.
 
     Returns:
         items ``{"image": str, "label": str, "organ": str, "name": str (file stem), "index": int}``,
@@ -149,34 +158,41 @@ def split_datalist(
     return reindex(sorted(train, key=lambda x: order[id(x)])), reindex(sorted(val, key=lambda x: order[id(x)]))
 
 
-def _load_and_prepare(target: str) -> list:
-    """Load RGB (3, H, W) in [0, 1] and the mask (1, H, W): {0, 1} for binary, instance ids kept."""
+def _load_and_prepare(target: str, with_label: bool = True) -> list:
+    """Load RGB (3, H, W) in [0, 1] (8- or 16-bit, by the file's bit depth) and the mask (1, H, W):
+    {0, 1} for binary, instance ids kept. An RGB mask with equal channels is read as grayscale."""
     if target not in MASK_FOLDERS:
         raise ValueError(f"target must be one of {sorted(MASK_FOLDERS)}, got {target!r}.")
     xforms = [
         CheckedLoadImaged(
             keys="image",
-            reader=PILReader(converter=to_rgb, reverse_indexing=False),
+            reader=PILReader(converter=as_image, reverse_indexing=False),
             image_only=True,
             ensure_channel_first=True,
+            dtype=None,  # keep uint8, which ToRGBFloatd divides by 255 (16-bit comes as float from as_image)
         ),
+        ToRGBFloatd(keys="image"),
+    ]
+    if not with_label:
+        return xforms
+    xforms += [
         CheckedLoadImaged(
-            keys="label", reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True
+            keys="label", reader=PILReader(converter=as_mask, reverse_indexing=False), image_only=True,
+            ensure_channel_first=True,
         ),
         CheckSameSpatialShaped(keys=("image", "label")),
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
     ]
     if target == "binary":
         xforms.append(AsDiscreted(keys="label", threshold=0.5))  # 0/255 or 0/1 or ids -> {0, 1}
     return xforms
 
 
-def _finalize(target: str, track_meta: bool) -> list:
+def _finalize(target: str, track_meta: bool, with_label: bool = True) -> list:
     label_dtype = torch.float32 if target == "binary" else torch.int64
-    return [
-        EnsureTyped(keys="image", dtype=torch.float32, track_meta=track_meta),
-        EnsureTyped(keys="label", dtype=label_dtype, track_meta=track_meta),
-    ]
+    xforms = [EnsureTyped(keys="image", dtype=torch.float32, track_meta=track_meta)]
+    if with_label:
+        xforms.append(EnsureTyped(keys="label", dtype=label_dtype, track_meta=track_meta))
+    return xforms
 
 
 def nuinsseg_train_transforms(
@@ -195,7 +211,7 @@ def nuinsseg_train_transforms(
     with ``batch_size=B`` yields ``(B * num_samples, ...)`` batches (MONAI flattens the samples).
 
     Args:
-        patch_size: patch ``(H, W)`` or one int.
+        patch_size: patch ``(H, W)`` or one int, positive.
         num_samples: patches per tile.
         target: ``"binary"`` or ``"instance"`` (must match the datalist's).
         sampler: ``"posneg"`` (:class:`~monai.transforms.RandCropByPosNegLabeld`, half the patches
@@ -203,7 +219,7 @@ def nuinsseg_train_transforms(
         prob: probability of each flip / rotation.
         track_meta: keep :class:`~monai.data.MetaTensor` outputs (default plain tensors).
     """
-    size = _as_tuple(patch_size, 2)
+    size = _positive_size(patch_size, 2, "patch_size")
     keys = ("image", "label")
     xforms = _load_and_prepare(target) + [SpatialPadd(keys=keys, spatial_size=size)]
     if sampler == "posneg":
@@ -219,11 +235,12 @@ def nuinsseg_train_transforms(
     return Compose(xforms + _finalize(target, track_meta))
 
 
-def nuinsseg_eval_transforms(target: str = "binary", track_meta: bool = True) -> Compose:
+def nuinsseg_eval_transforms(target: str = "binary", track_meta: bool = True, with_label: bool = True) -> Compose:
     """Evaluation transforms: full tiles, no crop (for :class:`monai.inferers.SlidingWindowInferer`).
 
     Output: image ``(3, H, W)`` float32 in [0, 1]; label ``(1, H, W)`` ({0, 1} float32 or int64 ids).
     Tiles differ in size, so batch with ``batch_size=1`` (or pad). ``track_meta`` keeps the
-    :class:`~monai.data.MetaTensor` metadata (default) for saving predictions.
+    :class:`~monai.data.MetaTensor` metadata (default) for saving predictions. ``with_label=False``
+    for unlabelled inference items (``{"image": path}``).
     """
-    return Compose(_load_and_prepare(target) + _finalize(target, track_meta))
+    return Compose(_load_and_prepare(target, with_label) + _finalize(target, track_meta, with_label))

@@ -4,15 +4,27 @@ foreground selector for images whose background is a constant minimum (z-scored 
 
 from __future__ import annotations
 
+import atexit
+import math
+import os
+import sys
+import threading
+import time
+import weakref
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import ImageReader
 from monai.transforms import LoadImaged, MapTransform, Transform
 
+from monai_dpaat.data.utils import DataError
+
 __all__ = [
-    "CheckedLoadImaged", "CheckFinited", "RemapLabels", "RemapLabelsd", "CheckSameSpatialShaped", "above_background",
+    "CheckedLoadImaged", "CheckFinited", "CheckClassLabeld", "RemapLabels", "RemapLabelsd", "CheckSameSpatialShaped",
+    "ToRGBFloatd", "above_background",
 ]
 
 
@@ -150,18 +162,186 @@ class CheckFinited(MapTransform):
 class CheckedLoadImaged(LoadImaged):
     """:class:`monai.transforms.LoadImaged` whose failure is a ``ValueError`` naming the key and the
     file(s) that could not be read (MONAI's own message suggests installing reader libraries, which
-    misleads when the file is simply corrupt). Same arguments as ``LoadImaged``."""
+    misleads when the file is simply corrupt). Same arguments as ``LoadImaged``, plus:
+
+    Args:
+        nonconstant_keys: keys whose loaded channels must not be constant (a blank or wrongly exported
+            volume, which would crop to nothing); the error names the channel's file (one channel per file
+            when the key holds a list of files). Needs ``ensure_channel_first=True``.
+
+    A worker thread that runs this loader (``CacheDataset``'s thread pool, ``ThreadDataLoader``) is
+    waited for at interpreter exit, see :func:`_wait_for_loader_threads`.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, reader=None, *args, nonconstant_keys: KeysCollection = (), **kwargs
+    ) -> None:
+        super().__init__(keys, reader, *args, **kwargs)
+        # LoadImage tries its other readers when a given one fails, which would hide the reader's error (and
+        # a converter's check) behind a fallback read: a reader instance is passed on every call instead
+        self.file_reader = reader if isinstance(reader, ImageReader) else None
+        self.nonconstant_keys = (nonconstant_keys,) if isinstance(nonconstant_keys, str) else tuple(nonconstant_keys)
 
     def __call__(self, data, reader=None):
+        _note_loader_thread()
+        names = {k: data.get(k) for k in self.keys if k in data}
         try:
-            return super().__call__(data, reader)
+            d = super().__call__(data, reader if reader is not None else self.file_reader)
+        except DataError:
+            raise  # already names the file and the fix
         except Exception as e:
-            names = {k: data.get(k) for k in self.keys if k in data}
             first = (str(e).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"could not load {names}: a file is missing, unreadable or corrupt ({type(e).__name__}: {first})"
             ) from e
+        for key in self.nonconstant_keys:
+            if key in d:
+                _check_not_constant(d[key], names[key])
+        return d
+
+
+def _check_not_constant(img: torch.Tensor, files) -> None:
+    """img: ``(C, *spatial)`` loaded from ``files`` (a path, or one path per channel)."""
+    x = torch.as_tensor(img).flatten(1)
+    lo, hi = x.amin(1), x.amax(1)
+    for c in torch.nonzero(lo == hi).flatten().tolist():
+        name = files[c] if isinstance(files, (list, tuple)) and len(files) == x.shape[0] else files
+        raise DataError(
+            f"image file {str(name)!r} is constant (every voxel is {float(lo[c])}); expected an image with contrast: "
+            f"the file is blank or was exported wrongly."
+        )
+
+
+# ---------------------------------------------------------------------------------------------- exit safety
+# CPython <= 3.13 ends a daemon thread that asks for the GIL after interpreter finalization began with
+# pthread_exit. When that thread is returning from a GIL-releasing torch op (CacheDataset's pool worker still
+# busy with the next item after an earlier item's error ended the main thread), the forced unwind crosses a C++
+# noexcept frame and std::terminate aborts the process: exit status 134 right after the error was printed.
+_loader_threads: weakref.WeakSet = weakref.WeakSet()
+_loader_threads_lock = threading.Lock()
+_PARKED_IN = (f"{os.sep}threading.py", f"{os.sep}queue.py", f"{os.sep}multiprocessing{os.sep}")
+
+
+def _note_loader_thread() -> None:
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        with _loader_threads_lock:
+            _loader_threads.add(thread)
+
+
+def _is_busy(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is running code (a transform, torch) rather than parked in a queue / lock wait."""
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and not any(p in frame.f_code.co_filename for p in _PARKED_IN)
+
+
+@atexit.register
+def _wait_for_loader_threads(timeout: float = 120.0) -> None:
+    """At interpreter exit, wait (at most ``timeout`` seconds) until no thread that ran
+    :class:`CheckedLoadImaged` is still busy; parked threads (an idle pool worker, a stopped
+    ``ThreadDataLoader`` buffer) are not waited for. Runs before finalization starts (``atexit``)."""
+    with _loader_threads_lock:
+        threads = [t for t in _loader_threads if t is not threading.current_thread()]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [t for t in threads if t.is_alive() and _is_busy(t)]
+        if not busy:
+            return
+        busy[0].join(0.01)
+
+
+# ---------------------------------------------------------------------------------------------- images and labels
+class ToRGBFloatd(MapTransform):
+    """Channel-first images as read (``uint8`` / ``uint16`` / ``bool`` / float, 1 or 3 channels, e.g. from
+    :func:`~monai_dpaat.data.as_image` with ``LoadImaged(dtype=None)``) -> float32 ``(3, H, W)`` in [0, 1]:
+    integers are divided by the full scale of their bit depth (255 or 65535), floating-point input (a
+    16-bit image already scaled by ``as_image``) is only cast; one channel is repeated to three.
+
+    Raises:
+        DataError: naming the file for another dtype or channel count.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            t = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+            if t.dtype in (torch.uint8, torch.uint16, torch.bool):
+                scale = {torch.uint8: 255.0, torch.uint16: 65535.0, torch.bool: 1.0}[t.dtype]
+                t = t.float() / scale
+            elif t.is_floating_point():
+                t = t.float()
+            else:
+                raise DataError(f"{_source_name(img, key)} has dtype {t.dtype}; expected an 8- or 16-bit image.")
+            if t.ndim != 3 or t.shape[0] not in (1, 3):
+                raise DataError(
+                    f"{_source_name(img, key)} has shape {tuple(t.shape)}; expected a channel-first 2D image with "
+                    f"1 or 3 channels (C, H, W)."
+                )
+            d[key] = t.repeat(3, 1, 1) if t.shape[0] == 1 else t
+        return d
+
+
+class CheckClassLabeld(MapTransform):
+    """Class-index labels -> ``torch.long`` scalars; a label that is not an integer (``0.5``, ``"1"``) or
+    lies outside ``[0, num_classes - 1]`` (``-1``) raises ``DataError`` naming the value, the valid range
+    and the item's file (``source_key``; put this transform before the loader so the path is still there).
+
+    Args:
+        keys: label keys.
+        num_classes: number of classes; ``None`` checks only that labels are integers >= 0.
+        source_key: the key naming the item's file in messages.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, num_classes: int | None = None, source_key: str = "image",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if num_classes is not None and (not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
+            raise DataError(f"num_classes must be a positive integer or None, got {num_classes!r}.")
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.source_key = source_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = torch.tensor(self._class_index(d[key], d.get(self.source_key), key), dtype=torch.long)
+        return d
+
+    def _class_index(self, value, source, key: Hashable) -> int:
+        v = value
+        if isinstance(v, torch.Tensor) and v.numel() == 1 or isinstance(v, np.ndarray) and v.size == 1:
+            v = v.item()
+        integral = isinstance(v, (bool, int, np.integer)) or (
+            isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer())
+        if integral and v >= 0 and (self.num_classes is None or v < self.num_classes):
+            return int(v)
+        where = f"{str(source)!r}" if isinstance(source, (str, Path)) else _source_name(source, self.source_key)
+        valid = (f"an integer in [0, {self.num_classes - 1}] ({self.num_classes} classes)" if self.num_classes
+                 else "an integer >= 0")
+        shown = v if isinstance(v, (int, float, np.number)) else repr(v)
+        raise DataError(f"label {shown} of {where} is not a class index: expected {valid} (key {key!r}).")
 
 
 def _as_tuple(x: int | Sequence[int], n: int) -> tuple[int, ...]:
     return (int(x),) * n if isinstance(x, (int, np.integer)) else tuple(int(v) for v in x)
+
+
+def _positive_size(x: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    """``x`` (one int or ``n`` ints) as an ``n``-tuple of positive ints; ``DataError`` naming ``name`` otherwise
+    (a size of 0 or -1 would otherwise fail deep inside a resize or crop, or silently keep the input size)."""
+    if isinstance(x, (int, float, np.number)):
+        size = (x,) * n
+    else:
+        size = tuple(x) if isinstance(x, (Sequence, np.ndarray)) else None
+
+    def positive_int(v) -> bool:
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and float(v).is_integer() and v > 0
+
+    if size is None or len(size) != n or not all(positive_int(v) for v in size):
+        raise DataError(f"{name} must be positive integers (one or {n}), got {size if size is not None else x!r}.")
+    return tuple(int(v) for v in size)

@@ -39,6 +39,7 @@ __all__ = [
     "gradcam_figure",
     "save_gradcam_grid",
     "log_gradcam_grid",
+    "read_model_specs",
     "load_model_specs",
     "load_ham10000_images",
     "otsu_lesion_mask",
@@ -330,28 +331,28 @@ def _build_network(spec: Any) -> nn.Module:
     raise ValueError(f"network must be an nn.Module or a config dict with '_target_', got {spec!r}")
 
 
-def load_model_specs(
-    models: Any, device: str | torch.device = "cpu"
-) -> tuple[dict[str, nn.Module], dict[str, str | None]]:
-    """``{name: network}`` and ``{name: target layer or None}`` from any of:
+def read_model_specs(models: Any, trust_config: bool = False) -> list[tuple[str, Any]]:
+    """``[(name, spec)]`` from the forms :func:`load_model_specs` takes, building nothing. Unless ``trust_config``,
+    every network config is checked with :func:`monai_dpaat.cli.check_config_is_safe`: a spec file (or dict) is
+    data, so no ``$`` expression runs and only ``nn.Module`` classes / network factories of torch, torchvision,
+    monai and monai_dpaat are built; ``UnsafeConfigError`` (a ``ValueError``) names the file and key."""
+    from monai_dpaat.cli import check_config_is_safe
 
-    - ``{name: nn.Module}``;
-    - ``{name: {"network": nn.Module | {"_target_": ...}, "checkpoint": path, "key": "model",
-      "target_layer": "layer4"}}`` (``checkpoint``, ``key`` and ``target_layer`` optional);
-    - a list of such spec dicts with a ``"name"`` each;
-    - a path to a JSON / YAML file holding the dict or list.
-    """
+    source = "models"
     if isinstance(models, (str, os.PathLike)):
         path = Path(models)
         if not path.is_file():
             raise ValueError(f"models must be a dict, a list or a JSON/YAML file; {str(path)!r} does not exist")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+        text, source = path.read_text(), str(path)
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
 
-            models = yaml.safe_load(text)
-        else:
-            models = json.loads(text)
+                models = yaml.safe_load(text)
+            else:
+                models = json.loads(text)
+        except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
+            raise ValueError(f"model spec file {source!r} is not valid JSON/YAML: {err}") from None
     if isinstance(models, Sequence) and not isinstance(models, str):
         items = []
         for i, spec in enumerate(models):
@@ -364,13 +365,36 @@ def load_model_specs(
         raise ValueError(f"models must be a dict, a list of specs or a file path, got {type(models).__name__}")
     if not items:
         raise ValueError("models is empty")
-    nets, layers = {}, {}
     for name, spec in items:
         if isinstance(spec, nn.Module):
-            nets[name], layers[name] = spec, None
             continue
         if not isinstance(spec, Mapping) or "network" not in spec:
             raise ValueError(f"model {name!r}: expected an nn.Module or a dict with 'network', got {spec!r}")
+        if not trust_config and isinstance(spec["network"], Mapping):
+            check_config_is_safe({"network": dict(spec["network"])}, "network", source, what="model spec",
+                                 prefix=f"{name}::")
+    return items
+
+
+def load_model_specs(
+    models: Any, device: str | torch.device = "cpu", trust_config: bool = False
+) -> tuple[dict[str, nn.Module], dict[str, str | None]]:
+    """``{name: network}`` and ``{name: target layer or None}`` from any of:
+
+    - ``{name: nn.Module}``;
+    - ``{name: {"network": nn.Module | {"_target_": ...}, "checkpoint": path, "key": "model",
+      "target_layer": "layer4"}}`` (``checkpoint``, ``key`` and ``target_layer`` optional);
+    - a list of such spec dicts with a ``"name"`` each;
+    - a path to a JSON / YAML file holding the dict or list.
+
+    Network configs are checked before anything is built (see :func:`read_model_specs`; ``trust_config``
+    builds them as MONAI would, ``$`` expressions included).
+    """
+    nets, layers = {}, {}
+    for name, spec in read_model_specs(models, trust_config):
+        if isinstance(spec, nn.Module):
+            nets[name], layers[name] = spec, None
+            continue
         net = _build_network(spec["network"])
         if spec.get("checkpoint"):
             load_weights(net, spec["checkpoint"], key=spec.get("key"), map_location=device)
@@ -495,6 +519,7 @@ def gradcam_cli(
     tensorboard: bool = True,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     filename: str = "gradcam_grid.png",
+    trust_config: bool = False,
 ) -> dict[str, Any]:
     """Compare models' Grad-CAM on the same HAM10000 images; the function the ``gradcam`` CLI command calls.
 
@@ -508,13 +533,15 @@ def gradcam_cli(
             ``"otsu"`` uses rough automatic masks (:func:`otsu_lesion_mask`) where no manual ones exist.
         transform: optional callable applied to the ``(N, 3, H, W)`` [0, 1] batch before the models
             (e.g. the normalisation they were trained with); the grid shows the untransformed images.
+        trust_config: build network configs in ``models`` as MONAI would (``$`` expressions run, any
+            ``_target_``); by default they are checked first (see :func:`read_model_specs`).
 
     Writes ``output_dir/filename`` (PNG), ``output_dir/gradcam_energy.json`` (per-image and mean in-mask
     energies, image ids) and, with ``tensorboard``, an image + scalars under ``output_dir/tensorboard``.
     Returns ``{"png": path, "json": path, "tensorboard": dir | None, "image_ids": [...],
     "energy_in_mask": {model: mean or None}}``.
     """
-    nets, layers = load_model_specs(models, device)
+    nets, layers = load_model_specs(models, device, trust_config)
     for name in nets:
         if layers[name] is None:
             layers[name] = target_layers.get(name) if isinstance(target_layers, Mapping) else target_layers

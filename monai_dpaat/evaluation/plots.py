@@ -5,7 +5,9 @@
 - :func:`plot_confusion_matrices`: the confusion matrices of one result (clean, each attack, worst case),
   as Li et al. 2024's Fig. 2.
 
-Each figure is written atomically (temporary file in the same folder, then ``os.replace``).
+Each figure is written atomically (temporary file in the same folder, then ``os.replace``; mode
+``0666 & ~umask``). The ``figure_*`` functions build the same figures without writing them (``png_bytes``
+renders one), which is how :func:`~monai_dpaat.evaluation.report.write_report` puts them into its report set.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from typing import Any
 from .metrics import METRIC_TITLES
 from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
-__all__ = ["plot_metric_vs_eps", "plot_metric_by_attack", "plot_confusion_matrices", "save_figure"]
+__all__ = [
+    "plot_metric_vs_eps", "plot_metric_by_attack", "plot_confusion_matrices", "save_figure", "png_bytes",
+    "figure_metric_vs_eps", "figure_metric_by_attack", "figure_confusion_matrices",
+]
 
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -34,13 +39,18 @@ def _figure(width: float, height: float):
     return fig
 
 
+def png_bytes(fig: Any) -> bytes:
+    """``fig`` rendered as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Render ``fig`` to PNG bytes and write them atomically to ``path``."""
     from .report import atomic_write_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, png_bytes(fig))
 
 
 _SHORT = {"accuracy": "Accuracy (%)", "map": "mAP / mARP", "dice": "Dice", "iou": "Mean IoU", "loss": "Mean loss",
@@ -66,6 +76,12 @@ def plot_metric_vs_eps(sweeps: Mapping[str, Mapping[float, RobustnessResult]], m
         path: PNG file to write.
         rows: rows to draw (default every row of the results).
     """
+    return save_figure(figure_metric_vs_eps(sweeps, metric, rows), path)
+
+
+def figure_metric_vs_eps(sweeps: Mapping[str, Mapping[float, RobustnessResult]], metric: str,
+                         rows: Sequence[str] | None = None) -> Any:
+    """The figure of :func:`plot_metric_vs_eps`."""
     if not sweeps:
         raise ValueError("sweeps is empty: nothing to plot")
     fig = _figure(6.4, 4.4)
@@ -95,12 +111,17 @@ def plot_metric_vs_eps(sweeps: Mapping[str, Mapping[float, RobustnessResult]], m
     ax.set_title(f"{_label(metric)} vs epsilon")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_metric_by_attack(table: Mapping[str, Any], metric: str, path: str | os.PathLike) -> Path:
     """Grouped bars of one table from :func:`~monai_dpaat.evaluation.report.combine_results`: one group per
     row (Original, attacks, Worst case), one bar per column (model)."""
+    return save_figure(figure_metric_by_attack(table, metric), path)
+
+
+def figure_metric_by_attack(table: Mapping[str, Any], metric: str) -> Any:
+    """The figure of :func:`plot_metric_by_attack`."""
     rows, cols = list(table["rows"]), list(table["columns"])
     if not rows or not cols:
         raise ValueError("the table has no rows or no columns: nothing to plot")
@@ -118,12 +139,18 @@ def plot_metric_by_attack(table: Mapping[str, Any], metric: str, path: str | os.
     ax.grid(True, axis="y", alpha=0.3)
     if len(cols) > 1:
         ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion_matrices(result: RobustnessResult, path: str | os.PathLike, rows: Sequence[str] | None = None,
                             title: str | None = None) -> Path:
     """Confusion matrices of one classification result side by side (rows = true, columns = predicted)."""
+    return save_figure(figure_confusion_matrices(result, rows, title), path)
+
+
+def figure_confusion_matrices(result: RobustnessResult, rows: Sequence[str] | None = None,
+                              title: str | None = None) -> Any:
+    """The figure of :func:`plot_confusion_matrices`."""
     if not result.confusion:
         raise ValueError("the result has no confusion matrices (classification only)")
     names = [r for r in (rows or list(result.confusion)) if r in result.confusion]
@@ -152,4 +179,4 @@ def plot_confusion_matrices(result: RobustnessResult, path: str | os.PathLike, r
         ax.set_ylabel("true", fontsize=7)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig

@@ -7,18 +7,29 @@ and Koishiyeva et al. 2025 (Tables 2-4).
 >>> tables = combine_results({"STD": result_std, "DPAAT": result_dpaat})
 >>> files = write_report({"STD": result_std, "DPAAT": result_dpaat}, "out/", flags=[...])
 
-Every file goes to a temporary file in the output folder first and is moved into place with ``os.replace``,
-so a reader never sees a half-written report.
+:func:`write_report` replaces the report set as a whole: the new set is written into a staging folder beside
+the output folder, the output folder's other files are hard-linked into it, and the two folders are swapped in
+one step (see :func:`write_report`), so a reader, or a run killed at any point, sees the old set or the new one,
+never a mix. Single files (:func:`atomic_write_bytes`) go to a temporary file and ``os.replace``. Files get the
+usual permissions (``0666 & ~umask``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import errno
+import functools
 import io
 import json
 import math
 import os
-import tempfile
+import re
+import shutil
+import stat
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +39,7 @@ from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
 __all__ = [
     "ensure_output_dir",
+    "recover_output_dir",
     "atomic_write_text",
     "atomic_write_bytes",
     "as_results",
@@ -63,11 +75,39 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+def _new_file(path: Path) -> int:
+    """Create ``path`` (it must not exist) for writing with mode ``0666 & ~umask``, as ``open()`` would:
+    ``tempfile.mkstemp`` makes ``0600`` files, which other users (a web server, a group) cannot read."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # file systems that cannot sync folders
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``; the file gets
+    mode ``0666 & ~umask``."""
     path = Path(path)
     ensure_output_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            fd = _new_file(tmp)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -75,15 +115,213 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------- set swap
+#: the names write_report gives its files; only these are ever dropped from an output folder
+_REPORT_NAME = re.compile(r"report\.(md|json)|table_[\w-]+\.csv|(confusion_[\w-]+|[\w-]+_(by_attack|vs_eps))\.png")
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+@functools.lru_cache(maxsize=None)
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux, glibc >= 2.28 / musl), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the two paths ``a`` and ``b`` in one atomic step (``renameat2(RENAME_EXCHANGE)``); False where
+    that does not exist (other systems, old kernels or C libraries, file systems without it)."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _report_names(folder: Path) -> set[str]:
+    """The report set a previous :func:`write_report` left in ``folder``: ``report.json``, ``report.md`` and the
+    files its ``report.json`` lists (only names write_report gives its files, so a user's file is never taken
+    for one). Unreadable or foreign JSON: just the two reports, which a new set replaces anyway."""
+    names = {"report.json", "report.md"}
+    try:
+        listed = json.loads((folder / "report.json").read_text(encoding="utf-8")).get("files", {}).values()
+    except (OSError, ValueError, AttributeError):
+        return names
+    return names | {n for n in listed if isinstance(n, str) and _REPORT_NAME.fullmatch(n)}
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """``dst`` as a hard link to ``src`` (the same file: no data copied, and a writer still appending to it
+    keeps being seen); a symlink's copy or a plain copy where links are refused (another user's file, FAT)."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except (OSError, NotImplementedError):
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+    return dst
+
+
+def _keep_others(out: Path, stage: Path, drop: set[str]) -> None:
+    """Put every entry of ``out`` that is not in ``drop`` (the old report set) and not already in ``stage``
+    (the new set) into ``stage``: files as hard links, folders as folders of hard links."""
+    for entry in os.scandir(out):
+        target = stage / entry.name
+        if entry.name in drop or os.path.lexists(target):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry.path, str(target))
+
+
+def _catch_up(old: Path, out: Path, skip: set[str]) -> None:
+    """Move into ``out`` what another process put into the old folder ``old`` after :func:`_keep_others`
+    linked it (new entries, and files replaced since; names in ``skip`` are report files). Top level only."""
+    for entry in os.scandir(old):
+        if entry.name in skip:
+            continue
+        target = out / entry.name
+        if not os.path.lexists(target):
+            os.rename(entry.path, target)
+        elif not entry.is_dir(follow_symlinks=False) and not target.is_dir():
+            if entry.inode() != os.lstat(target).st_ino:
+                os.replace(entry.path, target)
+
+
+def _stage_prefix(out: Path) -> str:
+    return f".{out.name}.report-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process (or no way to tell): leave its folder alone
+    return True
+
+
+def recover_output_dir(path: str | os.PathLike) -> None:
+    """Undo or finish what a killed :func:`write_report` left beside the output folder ``path``
+    (:func:`write_report` runs this first):
+
+    - the old folder that the two-rename fallback moved away (``.<name>.report-previous-<id>``) is moved back
+      when ``path`` is missing (killed between the renames), removed when ``path`` is the new set that replaced
+      it, and merged back (entries ``path`` lacks) when something else has created ``path`` since;
+    - staging folders (``.<name>.report-staging-<pid>-<id>``) of processes that no longer run are removed.
+    """
+    out = Path(os.path.realpath(Path(path).expanduser()))
+    parent, prefix = out.parent, _stage_prefix(out)
+    if not parent.is_dir():
+        return
+    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+        if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+            continue
+        kind, _, rest = entry.name[len(prefix):].partition("-")
+        if kind == "previous":
+            if not os.path.lexists(out):
+                os.rename(entry.path, out)
+                continue
+            if str(os.lstat(out).st_ino) != rest:  # not the set that replaced it: give back what is missing
+                _catch_up(Path(entry.path), out, skip=set())
+            shutil.rmtree(entry.path)
+        elif kind == "staging":
+            pid = rest.partition("-")[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    _fsync_dir(parent)
+
+
+def _swappable(out: Path) -> bool:
+    """Whether a staging folder can be made beside ``out`` and renamed over it."""
+    return not os.path.ismount(out) and os.access(out.parent, os.W_OK | os.X_OK)
+
+
+def _new_stage(out: Path) -> Path:
+    """An empty staging folder beside ``out``, with ``out``'s permissions (``0777 & ~umask`` for a new folder)."""
+    while True:
+        stage = out.parent / f"{_stage_prefix(out)}staging-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            os.mkdir(stage, 0o777)
+            break
+        except FileExistsError:
+            continue
+    if out.is_dir():
+        try:
+            os.chmod(stage, stat.S_IMODE(os.stat(out).st_mode))
+        except BaseException:
+            os.rmdir(stage)
+            raise
+    return stage
+
+
+def _swap_in(stage: Path, out: Path, old_names: set[str], new_names: set[str]) -> None:
+    """Make the complete folder ``stage`` the folder ``out`` in one step and remove the old one.
+
+    Linux: one ``renameat2(RENAME_EXCHANGE)``. Elsewhere: ``out`` is renamed to
+    ``.<name>.report-previous-<id>``, ``stage`` to ``out``, then the previous one is removed; a kill between
+    the two renames leaves ``out`` missing (never mixed) and :func:`recover_output_dir` puts it back.
+    """
+    _keep_others(out, stage, drop=old_names)
+    _fsync_dir(stage)
+    cwd = _cwd_inside(out)
+    if _exchange(stage, out):
+        old = stage  # the exchange left the old folder at the staging path
+    else:
+        old = out.parent / f"{_stage_prefix(out)}previous-{os.lstat(stage).st_ino}"
+        os.rename(out, old)
+        try:
+            os.rename(stage, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+    if cwd is not None:  # this process sat in the old folder: move it to the same path in the new one
+        with contextlib.suppress(OSError):
+            os.chdir(cwd if os.path.isdir(cwd) else out)
+    try:
+        _fsync_dir(out.parent)
+        _catch_up(old, out, skip=old_names | new_names)
+        shutil.rmtree(old)
+    except OSError as err:  # the new set is in place: a leftover old folder is no reason to fail the write
+        warnings.warn(f"the new report is in {str(out)!r}, but the old folder {str(old)!r} could not be removed: "
+                      f"{err}", RuntimeWarning, stacklevel=3)
+
+
+def _cwd_inside(folder: Path) -> str | None:
+    """The current directory when it is ``folder`` or inside it (it would be left in the removed old folder)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    return cwd if cwd == str(folder) or cwd.startswith(str(folder) + os.sep) else None
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -306,11 +544,23 @@ def _short(value: Any) -> str:
 def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[str] | None = None,
                  flags: Sequence[str] | None = None, sweeps: Mapping[str, Any] | None = None,
                  title: str = "Robustness report", check_masking: bool = True, plots: bool = True) -> dict[str, Path]:
-    """Write the report of one or several models to ``output_dir``.
+    """Write the report of one or several models to ``output_dir``, replacing a previous report set as a whole.
 
-    Files: ``report.md``, ``report.json`` (tables, every model's full result, sweeps, flags),
-    ``table_<metric>.csv`` per metric, and with ``plots``: ``<metric>_by_attack.png`` (the main metrics),
+    Files: ``report.md``, ``report.json`` (tables, every model's full result, sweeps, flags, and the list of
+    files), ``table_<metric>.csv`` per metric, and with ``plots``: ``<metric>_by_attack.png`` (the main metrics),
     ``confusion_<model>.png`` (classification) and, with ``sweeps``, ``<metric>_vs_eps.png``.
+
+    The whole set is written into a staging folder beside ``output_dir`` (``.<name>.report-staging-<pid>-<id>``),
+    and the two folders are then swapped in one step (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames,
+    see :func:`recover_output_dir`), so the old set stays whole until the new one is complete and a reader never
+    sees a mix; a failed or killed write leaves the old folder as it was. The files of the previous set (the names
+    its ``report.json`` lists) are dropped; everything else in ``output_dir`` (a bundle's ``eval/`` logs, a
+    ``model.pt``, the user's files and folders) is kept: hard-linked into the staging folder (copied where links
+    are refused) and, for what another process added meanwhile, moved over after the swap. The folder keeps its
+    permissions; files get ``0666 & ~umask``. Where no folder can be made beside ``output_dir`` (a mount point,
+    a read-only parent) the files are replaced one by one instead, with a ``RuntimeWarning``. Note that a
+    shell or program that has its current directory inside ``output_dir`` keeps seeing the removed old folder
+    until it changes directory again (this process is moved along).
 
     Args:
         results: ``{column name: RobustnessResult | dict | report JSON path}`` or one result.
@@ -323,10 +573,13 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
         plots: write the PNG plots.
 
     Returns:
-        ``{file kind: path}`` of everything written.
+        ``{file kind: path}`` of everything written (paths inside ``output_dir``).
     """
     results = as_results(results)
-    out = ensure_output_dir(output_dir)
+    shown = Path(output_dir).expanduser()
+    real = Path(os.path.realpath(shown))  # a symlinked output folder stays a symlink: swap its target
+    recover_output_dir(real)  # before the folder is created: a killed swap may have moved it away
+    out = ensure_output_dir(shown)
     tables = combine_results(results, metrics)
     if sweeps is not None:
         if sweeps and all(isinstance(k, (int, float)) for k in sweeps):
@@ -339,44 +592,84 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
         if derived is not None:
             all_flags = (all_flags or []) + [f for f in derived if f not in (all_flags or [])]
 
-    written: dict[str, Path] = {}
+    old_names = _report_names(real)
+    if not _swappable(real):
+        warnings.warn(f"cannot make a staging folder beside output_dir {str(shown)!r} (a mount point or a read-only "
+                      "parent): its report files are replaced one by one, not as a set", RuntimeWarning, stacklevel=2)
+        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, real, _replace_file)
+        for name in sorted(old_names - set(names.values())):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(real / name)
+        return {k: out / n for k, n in names.items()}
+    stage = _new_stage(real)
+    try:
+        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, stage)
+        _swap_in(stage, real, old_names, set(names.values()))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # after a swap this is the old folder; before it, the partial set
+        raise
+    return {k: out / n for k, n in names.items()}
+
+
+def _write_new(path: Path, data: str | bytes) -> str:
+    """Write a file that does not exist yet (into a private staging folder: no temporary file needed) and
+    return its name; :func:`_swap_in` syncs the folder once."""
+    fd = _new_file(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    return path.name
+
+
+def _replace_file(path: Path, data: str | bytes) -> str:
+    """:func:`atomic_write_bytes` as a ``write`` for :func:`_write_report_files` (the in-place fallback)."""
+    return atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data).name
+
+
+def _write_report_files(results: Mapping[str, RobustnessResult], tables: Mapping[str, Any], flags: list[str] | None,
+                        sweeps: Mapping[str, Any] | None, title: str, plots: bool, folder: Path,
+                        write=_write_new) -> dict[str, str]:
+    """Write the report set into ``folder`` with ``write(path, text | bytes) -> name``; returns
+    ``{file kind: file name}``. ``report.json`` and ``report.md`` come last."""
+    written: dict[str, str] = {}
     for metric, table in tables.items():
-        written[f"table_{metric}"] = atomic_write_text(out / f"table_{metric}.csv", csv_table(table))
+        written[f"table_{metric}"] = write(folder / f"table_{metric}.csv", csv_table(table))
 
     images: list[str] = []
+    task = next(iter(results.values())).task
     if plots:
         from . import plots as P
 
-        task = next(iter(results.values())).task
         for metric in PLOT_METRICS[task]:
             if metric in tables:
-                path = P.plot_metric_by_attack(tables[metric], metric, out / f"{metric}_by_attack.png")
-                written[f"plot_{metric}_by_attack"] = path
-                images.append(path.name)
+                fig = P.figure_metric_by_attack(tables[metric], metric)
+                written[f"plot_{metric}_by_attack"] = write(folder / f"{metric}_by_attack.png", P.png_bytes(fig))
+                images.append(written[f"plot_{metric}_by_attack"])
         if task == "classification":
             for name, r in results.items():
                 if r.confusion:
-                    path = P.plot_confusion_matrices(r, out / f"confusion_{_slug(name)}.png", title=name)
-                    written[f"confusion_{name}"] = path
-                    images.append(path.name)
+                    fig = P.figure_confusion_matrices(r, title=name)
+                    written[f"confusion_{name}"] = write(folder / f"confusion_{_slug(name)}.png", P.png_bytes(fig))
+                    images.append(written[f"confusion_{name}"])
         if sweeps:
             for metric in PLOT_METRICS[task]:
-                path = P.plot_metric_vs_eps(sweeps, metric, out / f"{metric}_vs_eps.png")
-                written[f"plot_{metric}_vs_eps"] = path
-                images.append(path.name)
+                fig = P.figure_metric_vs_eps(sweeps, metric)
+                written[f"plot_{metric}_vs_eps"] = write(folder / f"{metric}_vs_eps.png", P.png_bytes(fig))
+                images.append(written[f"plot_{metric}_vs_eps"])
 
     payload = {
         "title": title,
-        "task": next(iter(results.values())).task,
+        "task": task,
         "tables": tables,
         "models": {name: r.to_dict() for name, r in results.items()},
         "sweeps": {name: {repr(e): r.to_dict() for e, r in s.items()} for name, s in (sweeps or {}).items()},
-        "flags": all_flags,
-        "files": {k: p.name for k, p in written.items()},
+        "flags": flags,
+        "files": dict(written),
     }
-    written["json"] = atomic_write_text(out / "report.json",
-                                        json.dumps(_clean_json(payload), indent=2, default=_json_default) + "\n")
-    written["markdown"] = atomic_write_text(out / "report.md", render_markdown(results, tables, all_flags, title, images))
+    text = json.dumps(_clean_json(payload), indent=2, default=_json_default) + "\n"
+    written["json"] = write(folder / "report.json", text)
+    written["markdown"] = write(folder / "report.md", render_markdown(results, tables, flags, title, images))
     return written
 
 

@@ -396,7 +396,8 @@ class RobustnessEvaluator:
             p = scores_from_logits(logits).cpu()
             k = p.shape[1]
             if labels.numel() and (labels.min() < 0 or labels.max() >= k):
-                raise ValueError(f"label values must lie in [0, {k - 1}] for a {k}-class output, got max {int(labels.max())}")
+                bad = sorted({int(v) for v in labels[(labels < 0) | (labels >= k)].tolist()})
+                raise ValueError(f"label values {bad[:10]} are outside [0, {k - 1}] for a {k}-class output")
             targets = labels.float().reshape(-1, 1) if logits.shape[1] == 1 else labels
             probs[ORIGINAL].append(p)
             zero = torch.zeros(images.shape[0], dtype=torch.float64)

@@ -9,8 +9,11 @@ import importlib
 _EXPORTS = {
     "AdversarialStatsHandler": "adversarial_stats",
     "AtomicCheckpointSaver": "checkpoint",
+    "AtomicDiskSaver": "checkpoint",
     "ReleaseBackbone": "backbone",
     "RobustnessValidationHandler": "robustness",
+    "RunLock": "run_lock",
+    "TrainingData": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

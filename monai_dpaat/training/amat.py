@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -102,6 +103,7 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         super().__init__(attack=attack, index_key=index_key)
         attack_eps = attack_eps_value(self.attack)
         attack_alpha = attack_eps_value(self.attack, "alpha")
+        self._defaults = {"eps_max": eps_max is None, "eps_step": eps_step is None}
         if eps_max is None:
             if attack_eps is None:
                 raise ValueError("eps_max is required when the attack has no scalar eps")
@@ -114,8 +116,8 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         if alpha_fraction is None:
             alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
-        if alpha_fraction <= 0:
-            raise ValueError(f"alpha_fraction must be > 0, got {alpha_fraction}")
+        if not (alpha_fraction > 0 and math.isfinite(alpha_fraction)):
+            raise ValueError(f"alpha_fraction must be finite and > 0, got {alpha_fraction}")
         if int(refine_steps) != refine_steps or refine_steps < 1:
             raise ValueError(f"refine_steps must be an integer >= 1, got {refine_steps}")
         norm = norm or ("l2" if isinstance(self.attack, PGDL2) else "linf")
@@ -127,7 +129,13 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         self.norm = norm
         self.dice_threshold = float(dice_threshold)
         self.correct_function = correct_function
+        self._budgets_checked = self.check_budgets()  # a fixed value range: now; "data": on the first batch
         self._init_table(num_samples, self.eps_step)
+
+    def budgets(self) -> dict[str, tuple[Any, str]]:
+        """The largest margin ``eps_max`` and the margin step ``eps_step``."""
+        return {"eps_max": (self.eps_max, "default: the attack's eps" if self._defaults["eps_max"] else ""),
+                "eps_step": (self.eps_step, "default eps_max / 4" if self._defaults["eps_step"] else "")}
 
     def is_correct(self, pred: Any, targets: Any) -> torch.Tensor:
         if self.correct_function is not None:

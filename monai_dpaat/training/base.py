@@ -19,7 +19,10 @@ Per-iteration numbers (see :class:`~monai_dpaat.training.utils.AdvKeys`) are wri
 tensors into ``engine.state.output`` (decollate copies them into every item as floats, like ``loss``, so
 ``from_engine(["loss_adv"], first=True)`` works) and as floats into ``engine.state.adversarial``;
 :class:`monai_dpaat.handlers.adversarial_stats.AdversarialStatsHandler` turns them into epoch metrics.
-A non-finite total loss raises ``ValueError`` before backward, so the optimizer never steps on it.
+A non-finite total loss raises ``ValueError`` before backward, so the optimizer never steps on it. The
+method's own budgets (DPAAT's ``eps_max``, AMAT's margins: :meth:`AdversarialIteration.budgets`) are checked
+against the attack's value range like the attack's ``eps`` (:func:`monai_dpaat.attacks.check_budget`): at
+construction for a fixed ``(lo, hi)``, on the first batch for ``"data"``, before the first attack and step.
 
 Cost: AT is the attack plus one training pass; SAT, AMAT and DPAAT need a second training pass (their
 losses have a clean term), about STD/AT more time than AT (12-18 % with 7-step PGD on the CNNs of
@@ -34,6 +37,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from monai_dpaat.attacks import Attack, check_budget
+from monai_dpaat.attacks.base import LARGE_BUDGET_FRACTION
 
 from .utils import AdvKeys, all_gather_cat, attack_network, batch_indices, resolve_attack, unpack_batch
 
@@ -67,6 +73,9 @@ class AdversarialIteration:
     """
 
     method: str = ""
+    # whether budgets() passed the range check (a "data" range needs the first batch), and its warning was given
+    _budgets_checked = False
+    _warned_large_budget = False
 
     def __init__(self, attack: Any = None, index_key: str = "index") -> None:
         self.attack = resolve_attack(attack)
@@ -78,6 +87,8 @@ class AdversarialIteration:
     # ------------------------------------------------------------------ ignite entry point
     def __call__(self, engine: Any, batchdata: Any) -> Any:
         inputs, targets, args, kwargs = unpack_batch(engine, batchdata)
+        if not self._budgets_checked:  # before the first attack and optimizer step
+            self._budgets_checked = self.check_budgets(inputs)
         step: dict[str, Any] = {"inputs": inputs, "targets": targets, "args": args, "kwargs": kwargs}
         step.update(self.prepare_step(engine, batchdata, step))
         engine.state.adversarial = {}
@@ -122,6 +133,30 @@ class AdversarialIteration:
             return total
 
         return {"loss_function": loss_closure}
+
+    # ------------------------------------------------------------------ budgets
+    def budgets(self) -> dict[str, tuple[Any, str]]:
+        """The method's own budgets in the attack's units, ``{name: (value, note)}`` (``note`` says where a
+        default came from); the attack checks its own ``eps``. None for fixed-budget methods."""
+        return {}
+
+    def check_budgets(self, x: torch.Tensor | None = None) -> bool:
+        """Check :meth:`budgets`: finite and >= 0, and not above the attack's value range (the width, or for
+        ``"data"`` the widest sample of the batch ``x``; L2 attacks: the range's diameter), warning once above
+        :data:`~monai_dpaat.attacks.base.LARGE_BUDGET_FRACTION` of it. Returns False while a bound still needs
+        a batch. A plain callable as attack has no known range: only finiteness is checked."""
+        attack = self.attack
+        value_range = attack.value_range if isinstance(attack, Attack) else None
+        norm = attack.norm if isinstance(attack, Attack) else "Linf"
+        done = True
+        for name, (value, note) in self.budgets().items():
+            fraction = check_budget(value, name, value_range, x, norm, type(self).__name__,
+                                    f" ({note})" if note else "", warn=not self._warned_large_budget)
+            if fraction is None:
+                done = done and (value_range is None or x is not None)
+            elif fraction > LARGE_BUDGET_FRACTION:
+                self._warned_large_budget = True
+        return done
 
     # ------------------------------------------------------------------ helpers
     def adversarial_forward(self, engine: Any, step: dict) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -138,10 +139,11 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
         self.alpha_fraction = float(alpha_fraction)
         self.step_size = float(eps_init / 8 if step_size is None else step_size)
-        if self.alpha_fraction <= 0 or self.step_size < 0:
+        if not (self.alpha_fraction > 0 and math.isfinite(self.alpha_fraction)) or not self.step_size >= 0:
             raise ValueError(
-                f"alpha_fraction must be > 0 and step_size >= 0, got {self.alpha_fraction}, {self.step_size}"
+                f"alpha_fraction must be finite and > 0 and step_size >= 0, got {self.alpha_fraction}, {self.step_size}"
             )
+        self._defaults = {"eps_min": eps_min is None, "eps_max": eps_max is None, "step_size": step_size is None}
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= momentum < 1.0:
@@ -152,12 +154,22 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         self.adapt_eps = bool(adapt_eps)
         self.sync_loss = bool(sync_loss)
         self.sample_loss_function = sample_loss_function
+        self._budgets_checked = self.check_budgets()  # a fixed value range: now; "data": on the first batch
         self._init_table(num_samples, eps_init)
         self.running_mean = torch.zeros((), dtype=torch.float64)
         self.running_var = torch.zeros((), dtype=torch.float64)
         self.num_updates = torch.zeros((), dtype=torch.int64)
         #: ``(N,)`` this rank's ``dL_i`` of the latest mini-batch (for inspection and tests)
         self.last_loss_change: torch.Tensor | None = None
+
+    def budgets(self) -> dict[str, tuple[Any, str]]:
+        """``eps_init``, ``eps_min``, ``eps_max`` (by default twice the attack's budget: it must fit the value
+        range too) and ``step_size``."""
+        notes = {"eps_min": "default eps_init / 4", "eps_max": "default 2 * eps_init",
+                 "step_size": "default eps_init / 8"}
+        values = {"eps_init": self.eps_init, "eps_min": self.eps_min, "eps_max": self.eps_max,
+                  "step_size": self.step_size}
+        return {k: (v, notes[k] if self._defaults.get(k) else "") for k, v in values.items()}
 
     # ------------------------------------------------------------------ steps
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:

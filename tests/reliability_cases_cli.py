@@ -1,0 +1,363 @@
+"""Bad-input rows of the command line (``python -m monai_dpaat ...``), run by ``test_reliability.py``.
+
+The whole command line, and every file it names, is checked before anything is read, built or written: rows
+wrapped in :func:`_upfront` replace the work itself (reading a checkpoint or the data, an attack, training,
+Grad-CAM) by a failure, so a command that got that far fails the row even when it ends with the right message.
+Their commands name a real (tiny) data folder, so the suite *would* run. Configs given on the command line never
+run code: their ``$`` expression (or ``_target_``) would create a marker file, and the row checks it does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from reliability_table import CLIFailed, _cli, _cli_checkpoint, _ham_root, _nifti, case
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _forbidden(what: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} ran although the command line should have been refused first")
+
+    return fail
+
+
+def _upfront(call):
+    """``call`` with every piece of work replaced by an ``AssertionError``: passes only when the command is refused
+    before reading a checkpoint or the data, attacking, training or computing Grad-CAM."""
+
+    def run():
+        from monai.engines import SupervisedTrainer
+
+        from monai_dpaat import data, utils
+        from monai_dpaat.evaluation import RobustnessEvaluator, gradcam
+
+        work = [(utils, "load_weights"), (gradcam, "load_weights"), (data, "ham10000_datalists"),
+                (data, "nuinsseg_datalist"), (gradcam, "load_ham10000_images"), (gradcam, "compare_gradcam"),
+                (RobustnessEvaluator, "__call__"), (RobustnessEvaluator, "sweep"), (SupervisedTrainer, "run")]
+        with contextlib.ExitStack() as stack:
+            for owner, name in work:
+                stack.enter_context(mock.patch.object(owner, name, _forbidden(f"{owner.__name__}.{name}")))
+            call()
+
+    return run
+
+
+def _robustness(ctx, *extra: str, **flags: str | None) -> list[str]:
+    """A ``robustness`` command line that would run (small_cnn, a 4-image HAM10000 folder, FGSM, 16x16) into the
+    previous run's ``out`` folder; ``flags`` override (``None`` drops one), ``extra`` tokens are appended."""
+    base = {"network": "small_cnn", "checkpoint": _cli_checkpoint(ctx), "data": str(_ham_root(ctx.tmp)),
+            "attacks": "fgsm", "image_size": "16", "limit": "2", "progress": "False",
+            "output_dir": str(ctx.tmp / "out")}
+    base.update(flags)
+    argv = ["robustness"]
+    for key, value in base.items():
+        if value is not None:
+            argv += [f"--{key}", value]
+    return argv + list(extra)
+
+
+def _marker(ctx) -> Path:
+    return ctx.tmp / "code_ran"
+
+
+def _touch(ctx) -> str:
+    """A ``$`` expression that creates the marker file, then evaluates to 2."""
+    return f"$__import__('pathlib').Path({str(_marker(ctx))!r}).touch() or 2"
+
+
+def _no_marker(ctx):
+    def after():
+        assert not _marker(ctx).exists(), "the config's code ran"
+
+    return after
+
+
+def _json(path: Path, content) -> str:
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def _small_cnn_config(**overrides) -> dict:
+    return {"_target_": "monai_dpaat.networks.build_classifier", "name": "small_cnn", "num_classes": 2, **overrides}
+
+
+def _gradcam(ctx, *extra: str, models=None, output_dir=None) -> list[str]:
+    ckpt = _cli_checkpoint(ctx)
+    if models is None:
+        models = _json(ctx.tmp / "models.json", {"STD": {"network": _small_cnn_config(), "checkpoint": ckpt}})
+    return ["gradcam", "--models", models, "--data_dir", str(_ham_root(ctx.tmp)), "--output_dir",
+            str(output_dir or ctx.tmp / "out"), "--n_images", "2", "--spatial_size", "16", "--tensorboard", "False",
+            *extra]
+
+
+# ---------------------------------------------------------------------------------------------- flags
+@case("cli-misspelled-flag-runs-nothing", CLIFailed, r"^exit 2: error: robustness: unknown flag --esp; "
+      r"did you mean --eps\?")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, "--esp", "2/255")))
+
+
+@case("cli-misspelled-flag-gradcam", CLIFailed, r"^exit 2: error: gradcam: unknown flag --n_image; "
+      r"did you mean --n_images\?")
+def _(ctx):
+    return _upfront(_cli(*_gradcam(ctx, "--n_image", "2")))
+
+
+@case("cli-misspelled-flag-demo", CLIFailed, r"^exit 2: error: demo: unknown flag --epoch; did you mean --epochs\?")
+def _(ctx):
+    return _upfront(_cli("demo", "--data", str(_ham_root(ctx.tmp)), "--epoch", "1", "--n_train", "1", "--n_test", "1",
+                         "--image_size", "16", "--attacks", "fgsm", "--output_dir", str(ctx.tmp / "out")))
+
+
+@case("cli-unknown-command", CLIFailed, r"^exit 2: error: unknown command 'robustnes'; did you mean 'robustness'\?")
+def _(ctx):
+    return _cli("robustnes", "--network", "small_cnn")
+
+
+@case("cli-flag-given-twice", CLIFailed, r"^exit 2: error: robustness: --eps is given twice")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, "--eps", "2/255", "--eps", "8/255")))
+
+
+@case("cli-stray-value", CLIFailed, r"^exit 2: error: robustness: unexpected argument '4/255'")
+def _(ctx):  # a sweep written with spaces: fire took the second budget for --bundle
+    return _upfront(_cli(*_robustness(ctx, "--eps", "2/255", "4/255")))
+
+
+@case("cli-gradcam-missing-required-flag", CLIFailed, r"^exit 2: error: gradcam: missing required flag\(s\) "
+      r"--output_dir")
+def _(ctx):
+    return _upfront(_cli(*_gradcam(ctx)[:5]))
+
+
+# ---------------------------------------------------------------------------------------------- configs run no code
+@case("cli-network-config-dollar-expression", CLIFailed, r"^exit 2: error: network config '.*net\.json' key "
+      r"'num_classes' holds a '\$' expression.*--trust_config")
+def _(ctx):
+    net = _json(ctx.tmp / "net.json", _small_cnn_config(num_classes=_touch(ctx)))
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-network-config-dollar-behind-a-reference", CLIFailed, r"^exit 2: error: network config '.*net\.json' key "
+      r"'classes' \(used by 'network_def::num_classes'\) holds a '\$' expression.*--trust_config")
+def _(ctx):
+    config = {"network_def": _small_cnn_config(num_classes="@classes"), "classes": _touch(ctx)}
+    net = _json(ctx.tmp / "net.json", config)
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-network-config-macro", CLIFailed, r"^exit 2: error: network config '.*net\.json' key 'num_classes' "
+      r"holds a '%' macro.*--trust_config")
+def _(ctx):
+    other = _json(ctx.tmp / "other.json", {"n": _touch(ctx)})  # the macro pulls an expression from another file
+    net = _json(ctx.tmp / "net.json", _small_cnn_config(num_classes=f"%{other}#n"))
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-network-config-foreign-target", CLIFailed, r"^exit 2: error: network config '.*net\.json': "
+      r"_target_ 'os\.system' is not a torch\.nn\.Module class.*--trust_config")
+def _(ctx):
+    net = _json(ctx.tmp / "net.json", {"_target_": "os.system", "command": f"touch '{_marker(ctx)}'"})
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-network-config-target-reached-through-torch", CLIFailed, r"^exit 2: error: network config '.*net\.json': "
+      r"_target_ 'torch\.os\.system' is not a torch\.nn\.Module class.*--trust_config")
+def _(ctx):  # torch imports os: the dotted name starts with 'torch' but is os.system
+    net = _json(ctx.tmp / "net.json", {"_target_": "torch.os.system", "command": f"touch '{_marker(ctx)}'"})
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-network-config-code-loading-torch-function", CLIFailed, r"^exit 2: error: network config '.*net\.json': "
+      r"_target_ 'torch\.hub\.load' is not a torch\.nn\.Module class or a network factory.*--trust_config")
+def _(ctx):  # inside a trusted package, but it imports the repository's hubconf.py
+    repo = ctx.tmp / "repo"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text(f"import pathlib\npathlib.Path({str(_marker(ctx))!r}).touch()\n"
+                                     "def m():\n    import torch\n    return torch.nn.Conv2d(3, 2, 3)\n")
+    net = _json(ctx.tmp / "net.json", {"_target_": "torch.hub.load", "repo_or_dir": str(repo), "model": "m",
+                                       "source": "local", "trust_repo": True})
+    return _upfront(_cli(*_robustness(ctx, network=net))), _no_marker(ctx)
+
+
+@case("cli-gradcam-models-dollar-expression", CLIFailed, r"^exit 2: error: model spec '.*models\.json' key "
+      r"'STD::network::num_classes' holds a '\$' expression.*--trust_config")
+def _(ctx):
+    models = _json(ctx.tmp / "models.json", {"STD": {"network": _small_cnn_config(num_classes=_touch(ctx))}})
+    return _upfront(_cli(*_gradcam(ctx, models=models))), _no_marker(ctx)
+
+
+# ---------------------------------------------------------------------------------------------- the output folder
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """Creating a file in ``folder`` fails with EROFS (as root, permission bits would not stop the test):
+    ``os.open`` is what ``tempfile.mkstemp`` and the atomic writers create files with."""
+    real = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and Path(os.fsdecode(path)).resolve().parent == folder.resolve():
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+        return real(path, flags, *args, **kwargs)
+
+    with mock.patch.object(os, "open", fake_open):
+        yield
+
+
+@case("cli-output-dir-read-only-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*out' is not writable: "
+      r"Read-only file system")
+def _(ctx):
+    call = _upfront(_cli(*_robustness(ctx)))
+
+    def run():
+        with _read_only(ctx.tmp / "out"):
+            call()
+
+    return run
+
+
+@case("cli-output-dir-under-a-file-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*model\.pt/report' "
+      r"cannot be created: '.*model\.pt' is not a folder")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, output_dir=str(ctx.tmp / "out" / "model.pt" / "report"))))
+
+
+@case("cli-gradcam-output-dir-under-a-file-runs-nothing", CLIFailed, r"^exit 2: error: output_dir "
+      r"'.*model\.pt/cams' cannot be created")
+def _(ctx):
+    return _upfront(_cli(*_gradcam(ctx, output_dir=ctx.tmp / "out" / "model.pt" / "cams")))
+
+
+@contextlib.contextmanager
+def _disk_fills_up(free: int = 4096):
+    """Files written (``fsync``-ed) after the first ``free`` bytes fail with ENOSPC, as a full disk reports them."""
+    real, used = os.fsync, [0]
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            used[0] += info.st_size
+            if used[0] > free:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    with mock.patch.object(os, "fsync", fsync):
+        yield
+
+
+@case("cli-report-write-disk-full", CLIFailed, r"^exit 2: error: cannot write report to '.*out': "
+      r"No space left on device")
+def _(ctx):  # the suite runs; the report (PNG plots: tens of KB) does not fit
+    call = _cli(*_robustness(ctx))
+
+    def run():
+        with _disk_fills_up():
+            call()
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- values
+@case("cli-device-cuda-without-gpu", CLIFailed, r"^exit 2: error: --device 'cuda(:\d+)?': "
+      r"(no CUDA GPU is usable here|this machine has \d+ CUDA device)")
+def _(ctx):
+    device = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"  # one that is not there
+    return _upfront(_cli(*_robustness(ctx, device=device)))
+
+
+@case("cli-3d-volume-into-2d-classification", CLIFailed, r"^exit 2: error: image '.*vol\.nii\.gz' is a 3D volume of "
+      r"shape \(12, 12, 12\), but classification takes 2D images .*\(C, H, W\)")
+def _(ctx):
+    volume = _nifti(ctx.tmp / "vol.nii.gz", np.random.default_rng(0).random((12, 12, 12)).astype(np.float32))
+    datalist = _json(ctx.tmp / "datalist.json", {"test": [{"image": str(volume), "label": 0}]})
+    return _cli(*_robustness(ctx, data=None, datalist=datalist))
+
+
+@case("cli-3d-volume-into-2d-segmentation-network", CLIFailed, r"^exit 2: error: image '.*vol\.nii\.gz' is a 3D volume "
+      r"of shape \(16, 16, 16\), but the network is 2D and takes \(C, H, W\) images")
+def _(ctx):
+    from monai_dpaat.cli import load_network
+
+    rng = np.random.default_rng(0)
+    volume = _nifti(ctx.tmp / "vol.nii.gz", rng.random((16, 16, 16)).astype(np.float32) + 1)
+    label = _nifti(ctx.tmp / "lab.nii.gz", (rng.random((16, 16, 16)) > 0.5).astype(np.uint8))
+    datalist = _json(ctx.tmp / "datalist.json", {"test": [{"image": str(volume), "label": str(label)}]})
+    ckpt = ctx.tmp / "unet.pt"
+    torch.save(load_network("unet", "segmentation", num_classes=1, in_channels=1).state_dict(), ckpt)
+    return _cli(*_robustness(ctx, task="segmentation", network="unet", checkpoint=str(ckpt), num_classes="1",
+                             in_channels="1", data=None, datalist=datalist, image_size=None, roi_size="16",
+                             hd95="False"))
+
+
+@case("cli-image-size-zero", CLIFailed, r"^exit 2: error: --image_size must be >= 1, got 0")
+def _(ctx):  # fire passed 0 on and the images kept their size
+    return _upfront(_cli(*_robustness(ctx, image_size="0")))
+
+
+@case("cli-limit-zero", CLIFailed, r"^exit 2: error: --limit must be >= 1, got 0")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, limit="0")))
+
+
+@case("cli-num-classes-not-an-integer", CLIFailed, r"^exit 2: error: --num_classes must be an integer >= 1, got 'two'")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, num_classes="two")))
+
+
+@case("cli-num-classes-zero", CLIFailed, r"^exit 2: error: --num_classes must be >= 1, got 0")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, num_classes="0")))
+
+
+@case("cli-batch-size-fraction", CLIFailed, r"^exit 2: error: --batch_size must be an integer >= 1, got 2\.5")
+def _(ctx):  # int(2.5) silently gave batches of 2
+    return _upfront(_cli(*_robustness(ctx, batch_size="2.5")))
+
+
+@case("cli-gradcam-n-images-zero", CLIFailed, r"^exit 2: error: --n_images must be >= 1, got 0")
+def _(ctx):
+    argv = _gradcam(ctx)
+    argv[argv.index("--n_images") + 1] = "0"
+    return _upfront(_cli(*argv))
+
+
+# ---------------------------------------------------------------------------------------------- budgets
+@case("cli-eps-above-value-range", CLIFailed, r"^exit 2: error: --eps 1e\+06 is above the data's value range "
+      r"\(1: the images are scaled to \[0, 1\]\)")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, eps="1e6")))
+
+
+@case("cli-eps-sweep-above-value-range", CLIFailed, r"^exit 2: error: --eps 1\.17647 is above the data's value range")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, eps="2/255,300/255")))
+
+
+@case("cli-eps-negative", CLIFailed, r"^exit 2: error: --eps must be >= 0, got '-2/255'")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, eps="-2/255")))
+
+
+@case("cli-eps-nan", CLIFailed, r"^exit 2: error: --eps must be a finite number, got 'nan'")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, eps="nan")))
+
+
+@case("cli-eps-inf", CLIFailed, r"^exit 2: error: --eps must be a finite number, got 'inf'")
+def _(ctx):
+    return _upfront(_cli(*_robustness(ctx, eps="inf")))
+
+
+@case("cli-demo-eps-above-value-range", CLIFailed, r"^exit 2: error: --eps 8 is above the data's value range")
+def _(ctx):  # 8 meant as 8/255
+    return _upfront(_cli("demo", "--data", str(_ham_root(ctx.tmp)), "--eps", "8", "--n_train", "1", "--n_test", "1",
+                         "--image_size", "16", "--attacks", "fgsm", "--output_dir", str(ctx.tmp / "out")))
