@@ -22,8 +22,10 @@ MONAI's ``python -m monai.bundle`` uses too): ``--flag value`` or ``--flag=value
 
 The whole command line is checked before anything is read, built or written: an unknown or misspelled flag, a bad
 value (``--eps`` outside the data's value range, ``--limit 0``, ``--device cuda`` without a GPU...), a missing file
-or an output folder that cannot be written prints one line ``error: ...`` and exits with status 2, without a
-traceback (set ``MONAI_DPAAT_DEBUG=1`` to see it).
+or an output folder that cannot be written (or, for a report, holds anything but a previous report: the report
+replaces the whole folder) prints one line ``error: ...`` and exits with status 2, without a traceback (set
+``MONAI_DPAAT_DEBUG=1`` to see it). A bad data file found while loading (a corrupt image, a wrong label or mask)
+is reported the same way, with the file's name, instead of MONAI's ``applying transform`` traceback.
 
 What is trusted: a JSON/YAML file given with ``--network`` (or ``gradcam --models``) is data. Its ``$`` expressions
 (and ``@`` references or ``%`` macros leading to them) are never evaluated, and its ``_target_`` must be a
@@ -36,6 +38,7 @@ is given. A ``--bundle`` folder is the user's own code: its configs run as ``pyt
 from __future__ import annotations
 
 import difflib
+import errno
 import inspect
 import logging
 import math
@@ -94,6 +97,8 @@ def _int_arg(flag: str, value: Any, minimum: int | None = None, optional: bool =
 def _bool_arg(flag: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # fire parses only True/False
+        return value.strip().lower() == "true"
     raise CLIError(f"--{flag} must be True or False (or --{flag} / --no{flag}), got {value!r}")
 
 
@@ -166,22 +171,46 @@ def check_device(device: Any, flag: str = "--device") -> Any:
                            "use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise CLIError(f"{flag} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CLIError(f"{flag} {device!r}: no MPS (Apple GPU) device is usable here "
+                       "(torch.backends.mps.is_available() is False); use --device cpu")
     elif dev.type != "cpu":
         try:
             torch.empty(0, device=dev)
-        except Exception as err:  # mps/xpu/... builds raise different types
-            raise CLIError(f"{flag} {device!r} is not usable here: {err}") from None
+        except Exception as err:  # mps/xpu/... builds raise different types, some with a dispatcher dump
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            first = first.split(". ")[0][:200]  # "Could not run '...' with arguments from the 'X' backend"
+            raise CLIError(f"{flag} {device!r} is not usable here: {first}") from None
     return dev
 
 
-def check_output_dir(path: Any, flag: str = "--output_dir") -> Path:
+def check_output_dir(path: Any, flag: str = "--output_dir", report: bool = False) -> Path:
     """Check, before any work, that ``path`` is a folder that can be written, or can be created: a probe file is
-    written to it (or to its nearest existing parent) and removed. Creates nothing; raises ``CLIError``."""
+    written to it (or to its nearest existing parent) and removed. With ``report``, also that it can be a report
+    folder (missing, empty or a previous report's; see :func:`monai_dpaat.evaluation.report.check_report_folder`).
+    Creates nothing; raises ``CLIError``."""
+    if path is None or str(path).strip() == "":
+        raise CLIError(f"{flag} is empty; give a folder (a new one, or a previous report's)")
     out = Path(str(path)).expanduser()
+    if os.path.islink(out) and not os.path.exists(out):  # a dangling link or a loop: Path.exists() says False
+        try:
+            os.stat(out)
+        except OSError as err:
+            why = "is a symlink loop" if err.errno == errno.ELOOP else f"is a broken symlink (to {os.readlink(out)!r})"
+        else:
+            why = "is a symlink that cannot be followed"
+        raise CLIError(f"output_dir {str(out)!r} {why} ({flag})")
+    try:
+        os.stat(out)
+    except OSError as err:  # a loop or a broken link further up the path, a permission error...
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):  # missing, or under a file: said below
+            pass
+        else:
+            raise CLIError(f"output_dir {str(out)!r} cannot be used: {err.strerror or err} ({flag})") from None
     if out.exists() and not out.is_dir():
         raise CLIError(f"output_dir {str(out)!r} exists and is not a folder ({flag})")
     target = out
-    while not target.exists() and target != target.parent:
+    while not os.path.lexists(target) and target != target.parent:
         target = target.parent
     if not target.is_dir():
         raise CLIError(f"output_dir {str(out)!r} cannot be created: {str(target)!r} is not a folder ({flag})")
@@ -196,6 +225,13 @@ def check_output_dir(path: Any, flag: str = "--output_dir") -> Path:
     except OSError as err:
         what = "is not writable" if target == out else f"cannot be created in {str(target)!r}"
         raise CLIError(f"output_dir {str(out)!r} {what}: {err.strerror or err} ({flag})") from None
+    if report:
+        from monai_dpaat.evaluation.report import check_report_folder
+
+        try:
+            check_report_folder(out)
+        except ValueError as err:
+            raise CLIError(f"{err} ({flag})") from None
     return out
 
 
@@ -527,6 +563,27 @@ def _make_loader(task: str, items: Sequence[dict], image_size: int, batch_size: 
     return DataLoader(Dataset(list(items), transforms), batch_size=bs, shuffle=False, num_workers=0)
 
 
+def _check_datalist_labels(items: Sequence[dict], datalist: Any, num_classes: int | None) -> None:
+    """Every item of a classification datalist has an existing image file and a class-index label (an integer
+    >= 0, below ``num_classes`` when known): checked before any attack, without decoding an image (the loader's
+    ``CheckClassLabeld`` would find a bad label only when its batch comes)."""
+    from monai_dpaat.data.transforms import CheckClassLabeld
+
+    check = CheckClassLabeld("label", num_classes=num_classes)
+    for i, item in enumerate(items):
+        image = item.get("image")
+        first = image[0] if isinstance(image, (list, tuple)) and image else image
+        if isinstance(first, (str, os.PathLike)) and not Path(first).is_file():
+            what = "is a folder" if Path(first).is_dir() else "does not exist"
+            raise CLIError(f"datalist {str(datalist)!r} item {i}: image {str(first)!r} {what}")
+        if "label" not in item:
+            raise CLIError(f"datalist {str(datalist)!r} item {i} ({str(first)!r}) has no 'label'")
+        try:
+            check._class_index(item["label"], first, "label")
+        except ValueError as err:
+            raise CLIError(f"datalist {str(datalist)!r} item {i}: {err}") from None
+
+
 def evaluator_model(network: Any, inferer: Any) -> Any:
     from monai_dpaat.evaluation import InfererNetwork
 
@@ -567,7 +624,8 @@ def robustness(bundle: str | None = None, checkpoint: str | None = None, network
         attacks: preset (dpaat-table, unet-paper), attack names (``fgsm,20-pgd``) or a JSON/YAML spec list.
         eps: budget override: ``8/255``, or a list ``2/255,4/255,8/255`` for a sweep with metric-vs-eps plots;
             at most the data's value range (1 for images scaled to [0, 1]).
-        output_dir: report folder (created; checked to be writable before any work).
+        output_dir: report folder (created; checked to be writable before any work). It must be new, empty or a
+            previous report's folder: the report replaces the whole folder, so one holding other files is refused.
         device: cpu, cuda, cuda:0...
         limit: at most this many samples (class-balanced for classification), >= 1.
         num_classes: output classes/channels of a named network; in_channels: its input channels.
@@ -632,6 +690,8 @@ def robustness(bundle: str | None = None, checkpoint: str | None = None, network
         if not Path(datalist).is_file():
             raise CLIError(f"datalist file {datalist!r} does not exist")
         items, class_names = load_datalist(datalist, split=split), None
+        if task == "classification":
+            _check_datalist_labels(items, datalist, num_classes if spec is None and bundle is None else None)
     elif not Path(data).is_dir():
         raise CLIError(f"data folder {str(data)!r} does not exist")
     check_eps_range(eps_list, _data_value_range(task, items))
@@ -652,6 +712,7 @@ def robustness(bundle: str | None = None, checkpoint: str | None = None, network
     if not isinstance(net, torch.nn.Module):
         raise CLIError(f"the network built from {bundle or network!r} is a {type(net).__name__}, not a torch.nn.Module")
     load_checkpoint(net, checkpoint)
+    check_output_dir(output_dir, report=True)  # a dedicated report folder: refused before any data or attack
     if items is None:
         items, class_names = _folder_items(task, Path(data), split, class_names, seed)
     items = _balanced_subset(items, limit)
@@ -718,7 +779,7 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
     root = Path(data) if data is not None else default_data_dir() / "ham10000"
     if not root.is_dir():
         raise CLIError(f"HAM10000 data folder {str(root)!r} does not exist (give --data or set MONAI_DPAAT_DATA)")
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, report=True)
 
     import torch
     from monai.data import CacheDataset, DataLoader
@@ -727,7 +788,7 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
 
     from monai_dpaat import data as D
     from monai_dpaat.evaluation import RobustnessEvaluator, write_report
-    from monai_dpaat.evaluation.report import atomic_write_bytes, combine_results
+    from monai_dpaat.evaluation.report import combine_results
 
     out = Path(output_dir).expanduser()
     set_determinism(seed=seed)
@@ -756,10 +817,6 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
 
     buf = io.BytesIO()
     torch.save(network.state_dict(), buf)
-    try:
-        atomic_write_bytes(out / "model.pt", buf.getvalue())
-    except OSError as err:
-        raise CLIError(f"cannot write model.pt to {str(out)!r}: {err.strerror or err}") from None
     evaluator = RobustnessEvaluator(suite, task="classification", device=dev, class_names=classes,
                                     seed=seed, progress=progress)
     print(f"evaluating on {len(test_ds)} test images, eps = {', '.join(f'{e * 255:g}/255' for e in eps_list)}",
@@ -771,7 +828,8 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
     else:
         result = evaluator(network, test_loader, eps=eps_list[0])
     try:
-        write_report({"STD": result}, out, sweeps=sweeps, title="monai-dpaat demo: small_cnn on HAM10000 (mel vs nv)")
+        write_report({"STD": result}, out, sweeps=sweeps, title="monai-dpaat demo: small_cnn on HAM10000 (mel vs nv)",
+                     extra_files={"model.pt": buf.getvalue()})  # part of the set: replaced with it
     except OSError as err:
         raise _report_write_error(out, err) from None
     tables = combine_results({"STD": result})
@@ -804,7 +862,11 @@ def gradcam(**kwargs: Any) -> Any:
         raise CLIError(f"gradcam: {err} (see: {PROG} gradcam --help)") from None
     bound.apply_defaults()
     a = bound.arguments
-    _int_arg("n_images", a["n_images"], 1)
+    from monai_dpaat.evaluation.gradcam import MAX_GRADCAM_IMAGES
+
+    if _int_arg("n_images", a["n_images"], 1) > MAX_GRADCAM_IMAGES:
+        raise CLIError(f"--n_images must be at most {MAX_GRADCAM_IMAGES} (one grid row per image), "
+                       f"got {a['n_images']!r}")
     size = a["spatial_size"]
     sizes = list(size) if isinstance(size, (list, tuple)) else [size]
     if len(sizes) not in (1, 2):
@@ -845,7 +907,7 @@ def combine(*reports: str, names: Any = None, output_dir: str = "combined_report
     for path in reports:
         if not Path(str(path)).exists():
             raise CLIError(f"report {path!r} does not exist")
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, report=True)
     merged: dict[str, Any] = {}
     for path in reports:
         for key, result in load_report(path).items():
@@ -997,4 +1059,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        cause = _transform_cause(err)
+        if cause is None or os.environ.get("MONAI_DPAAT_DEBUG"):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _transform_cause(err: BaseException) -> BaseException | None:
+    """The data error (``DataError``/``ValueError``/``OSError``) that MONAI's ``RuntimeError("applying transform
+    ...")`` wrappers (``monai.transforms.apply_transform``, one per nested Compose) hide; ``None`` when ``err`` is
+    not such a wrapper of one."""
+    seen = set()
+    while isinstance(err, RuntimeError) and id(err) not in seen and "applying transform" in str(err):
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    if isinstance(err, (ValueError, OSError)) and seen:
+        return err
+    return None

@@ -7,7 +7,8 @@ import os
 import re
 from typing import Any
 
-__all__ = ["checkpoint_dict", "latest_checkpoint", "resume_checkpoint", "load_weights", "check_overrides"]
+__all__ = ["checkpoint_dict", "latest_checkpoint", "resume_checkpoint", "read_checkpoint", "check_checkpoint",
+           "load_weights", "check_overrides"]
 
 
 def checkpoint_dict(**items: Any) -> dict[str, Any]:
@@ -48,6 +49,70 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: names the file and why (empty, truncated/corrupt, not a checkpoint)."""
+
+
+#: how a file torch writes begins: a zip archive (torch >= 1.6) or a pickle (the legacy format)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """Read a checkpoint file with ``torch.load(weights_only=True)`` (it cannot run code), or raise one clear error.
+
+    The one reader of monai-dpaat's checkpoints (:func:`load_weights`, :func:`resume_checkpoint`,
+    :func:`check_checkpoint`, the CLI). Returns what the file holds.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (names it).
+        CheckpointError (a ``ValueError``): ``path`` is a directory, an empty file, a truncated or corrupt
+            PyTorch file, or not a PyTorch checkpoint at all (names the file and the reason, in one line).
+    """
+    import pickle
+
+    import torch
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot read {what} {path!r}: it is a directory, not a checkpoint file")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {what} {path!r}: {err.strerror or err}") from None
+    if size == 0:
+        raise CheckpointError(f"cannot read {what} {path!r}: the file is empty (0 bytes; a save or copy that never "
+                              "completed?)")
+    torch_file = head == _ZIP_MAGIC or head[:1] == b"\x80"  # zip archive, or a pickle (protocol >= 2)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every reader error becomes one message
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            reason = ("not a plain checkpoint: it holds pickled objects other than tensors and plain containers, whose "
+                      f"code weights_only=True refuses to run ({_reason(err)})")
+        elif torch_file:
+            reason = f"the file is truncated or corrupt ({size} bytes; {_reason(err)})"
+        else:
+            reason = f"not a PyTorch checkpoint (the file starts with {head!r}; {_reason(err)})"
+        raise CheckpointError(f"cannot read {what} {path!r}: {reason}") from None
+
+
+def check_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> str:
+    """Raise the error of :func:`read_checkpoint` when ``path`` is not a readable checkpoint dict; return ``path``.
+
+    Meant for the ``initialize`` list of a bundle's inference/evaluate config, so an unreadable ``model.pt`` is
+    named before any data is read: ``"$monai_dpaat.utils.check_checkpoint(@ckpt_path)"``.
+    """
+    obj = read_checkpoint(path, what=what)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"cannot read {what} {os.fspath(path)!r}: it holds a {type(obj).__name__}, not a "
+                              "checkpoint dict")
+    return os.fspath(path)
+
+
 def resume_checkpoint(ckpt_dir: str, training: Any = None, prefix: str = "checkpoint", key: str = "data") -> str:
     """Path of the checkpoint to resume from: the newest readable ``{prefix}_*=N.pt`` in ``ckpt_dir``.
 
@@ -75,11 +140,13 @@ def resume_checkpoint(ckpt_dir: str, training: Any = None, prefix: str = "checkp
     broken = []
     for _, path in found:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = read_checkpoint(path)
             if not isinstance(ckpt, dict):
                 raise ValueError(f"holds a {type(ckpt).__name__}, not a checkpoint dict")
-        except Exception as err:  # truncated (a non-atomic copy, a full disk), corrupt, not a torch file
-            broken.append(f"{path!r} ({_reason(err)})")
+        except (OSError, ValueError) as err:  # truncated (a non-atomic copy, a full disk), corrupt, not a torch file
+            text = str(err)
+            text = text.split(": ", 1)[1] if text.startswith("cannot read checkpoint") else text
+            broken.append(f"{path!r} ({type(err).__name__}: {text})")
             continue
         if broken:
             warnings.warn(
@@ -106,18 +173,14 @@ def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = 
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable checkpoint, or its weights do not fit ``network`` (names the file
+        ValueError: the file is not a readable checkpoint (a directory, empty, truncated or corrupt, not a
+            checkpoint: :func:`read_checkpoint`), or its weights do not fit ``network`` (names the file
             and the first mismatching keys).
     """
     import torch
 
     path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated file, pickle with code, not a torch file ...
-        raise ValueError(f"cannot read checkpoint {path!r}: {err}") from None
+    obj = read_checkpoint(path, map_location=map_location)
     state = obj
     if isinstance(obj, dict):
         for k in ([key] if key else []) + ["model", "network", "state_dict"]:

@@ -152,3 +152,99 @@ def _make_locked_bundle_cases() -> None:
 
 
 _make_locked_bundle_cases()
+
+
+# ---------------------------------------------------------------------------------------------- unreadable checkpoints
+# one reader (monai_dpaat.utils.read_checkpoint) for every entry point: one line naming the file and the reason
+def _unreadable_files(ctx) -> dict[str, Path]:
+    """An empty file, a truncated checkpoint, a text file and a folder, each named like a checkpoint."""
+    bad = ctx.tmp / "bad"
+    bad.mkdir()
+    (bad / "empty.pt").write_bytes(b"")
+    _truncated(bad / "truncated.pt", ctx.tmp / "out" / "model.pt")
+    (bad / "notes.pt").write_text("these are my notes, not a checkpoint\n")
+    (bad / "folder.pt").mkdir()
+    return {p.stem: p for p in bad.iterdir()}
+
+
+_UNREADABLE = {
+    "empty": r"the file is empty \(0 bytes",
+    "truncated": r"the file is truncated or corrupt \(\d+ bytes; \w+Error: [^\n]+\)",
+    "notes": r"not a PyTorch checkpoint \(the file starts with b'thes'",
+    "folder": r"it is a directory, not a checkpoint file",
+}
+
+for _what, _reason_re in _UNREADABLE.items():
+
+    def _load_weights_case(ctx, what=_what):
+        from monai_dpaat.utils import load_weights
+
+        path = _unreadable_files(ctx)[what]
+        return lambda: load_weights(_small_cnn(num_classes=2), path)
+
+    case(f"ckpt-load-weights-{_what}", ValueError,
+         rf"^cannot read checkpoint '.*bad/{_what}\.pt': {_reason_re}[^\n]*$")(_load_weights_case)
+
+
+def _seg_bundle(ctx, name: str) -> Path:
+    root = ctx.tmp / "bundle"
+    shutil.copytree(REPO / "bundles" / name, root, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
+    return root
+
+
+_BUNDLE_NAMES = {"ham": "ham10000_dpaat_classification", "nuinsseg": "nuinsseg_adversarial_segmentation",
+                 "brats": "brats_adversarial_segmentation_3d"}
+
+for _short, _name in _BUNDLE_NAMES.items():
+
+    def _inference_unreadable(ctx, name=_name):
+        # `: > model.pt` in the folder --ckpt_dir names; no data: the check comes before any data is read
+        root = _seg_bundle(ctx, name)
+        ckpts = ctx.tmp / "elsewhere"
+        ckpts.mkdir()
+        (ckpts / "model.pt").write_bytes(b"")
+        return _bundle_run(root, "--config_file", "configs/inference.json", "--bundle_root", str(root),
+                           "--ckpt_dir", str(ckpts), "--dataset_dir", str(ctx.tmp / "no_data_needed"))
+
+    case(f"ckpt-bundle-inference-empty-model-{_short}", RuntimeError,
+         r"CheckpointError: cannot read checkpoint '.*elsewhere/model\.pt': the file is empty \(0 bytes")(
+        _inference_unreadable)
+
+    def _evaluate_truncated(ctx, name=_name):
+        root = _seg_bundle(ctx, name)
+        (root / "models").mkdir()
+        _truncated(root / "models" / "model.pt", ctx.tmp / "out" / "model.pt")
+        return _bundle_run(root, "--config_file", "['configs/train.json','configs/quick.json','configs/evaluate.json']",
+                           "--bundle_root", str(root), "--dataset_dir", str(ctx.tmp / "no_data_needed"))
+
+    case(f"ckpt-bundle-evaluate-truncated-model-{_short}", RuntimeError,
+         r"CheckpointError: cannot read checkpoint '.*bundle/models/model\.pt': the file is truncated or corrupt")(
+        _evaluate_truncated)
+
+    def _inference_typo(ctx, name=_name):
+        root = _seg_bundle(ctx, name)
+        return _bundle_run(root, "--config_file", "configs/inference.json", "--bundle_root", str(root),
+                           "--dataset_dri", str(ctx.tmp / "no_data_needed"))
+
+    if _short != "ham":  # the classification inference checked its overrides already
+        case(f"bundle-inference-misspelled-override-{_short}", RuntimeError,
+             r"unknown config key 'dataset_dri' \(override --dataset_dri\).*did you mean 'dataset_dir'")(_inference_typo)
+
+
+# ---------------------------------------------------------------------------------------------- classes, val_fraction
+@case("bundle-one-class", RuntimeError, r"classes must name at least 2 HAM10000 classes, got \['mel'\]: a classifier "
+      r"of one class learns nothing")
+def _(ctx):
+    root = _bundle_copy(ctx)
+    # a one-class run trained to loss 0 and wrote model.pt; no data: the refusal comes from 'initialize'
+    return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
+                       "--dataset_dir", str(ctx.tmp / "no_data_needed"), "--classes", "['mel']", "--max_epochs", "1")
+
+
+@case("bundle-val-fraction-zero", RuntimeError, r"val_fraction must be in \(0, 1\), got 0: a bundle training "
+      r"validates on that fraction .*model\.pt.*--val_fraction 0\.1 \(a bundle command line cannot pass None: "
+      r"monai\.bundle drops None overrides\)")
+def _(ctx):
+    root = _bundle_copy(ctx)
+    return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
+                       "--dataset_dir", str(ctx.tmp / "no_data_needed"), "--val_fraction", "0", "--max_epochs", "1")

@@ -53,11 +53,11 @@ def _upfront(call):
 
 
 def _robustness(ctx, *extra: str, **flags: str | None) -> list[str]:
-    """A ``robustness`` command line that would run (small_cnn, a 4-image HAM10000 folder, FGSM, 16x16) into the
-    previous run's ``out`` folder; ``flags`` override (``None`` drops one), ``extra`` tokens are appended."""
+    """A ``robustness`` command line that would run (small_cnn, a 4-image HAM10000 folder, FGSM, 16x16) into a new
+    ``report`` folder; ``flags`` override (``None`` drops one), ``extra`` tokens are appended."""
     base = {"network": "small_cnn", "checkpoint": _cli_checkpoint(ctx), "data": str(_ham_root(ctx.tmp)),
             "attacks": "fgsm", "image_size": "16", "limit": "2", "progress": "False",
-            "output_dir": str(ctx.tmp / "out")}
+            "output_dir": str(ctx.tmp / "report")}
     base.update(flags)
     argv = ["robustness"]
     for key, value in base.items():
@@ -216,7 +216,7 @@ def _read_only(folder: Path):
 @case("cli-output-dir-read-only-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*out' is not writable: "
       r"Read-only file system")
 def _(ctx):
-    call = _upfront(_cli(*_robustness(ctx)))
+    call = _upfront(_cli(*_robustness(ctx, output_dir=str(ctx.tmp / "out"))))
 
     def run():
         with _read_only(ctx.tmp / "out"):
@@ -254,7 +254,7 @@ def _disk_fills_up(free: int = 4096):
         yield
 
 
-@case("cli-report-write-disk-full", CLIFailed, r"^exit 2: error: cannot write report to '.*out': "
+@case("cli-report-write-disk-full", CLIFailed, r"^exit 2: error: cannot write report to '.*report': "
       r"No space left on device")
 def _(ctx):  # the suite runs; the report (PNG plots: tens of KB) does not fit
     call = _cli(*_robustness(ctx))
@@ -361,3 +361,108 @@ def _(ctx):
 def _(ctx):  # 8 meant as 8/255
     return _upfront(_cli("demo", "--data", str(_ham_root(ctx.tmp)), "--eps", "8", "--n_train", "1", "--n_test", "1",
                          "--image_size", "16", "--attacks", "fgsm", "--output_dir", str(ctx.tmp / "out")))
+
+
+
+# ---------------------------------------------------------------------------------------------- the report folder
+@case("cli-output-dir-empty-string-runs-nothing", CLIFailed, r"^exit 2: error: --output_dir is empty; give a folder")
+def _(ctx):  # "" was the current directory: the report replaced it (and left the shell in a deleted folder)
+    return _upfront(_cli(*_robustness(ctx, output_dir="")))
+
+
+@case("cli-output-dir-with-foreign-files-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*out' holds entries "
+      r"that are not part of a previous report \('model\.pt', 'small_cnn\.pt'\).*give an empty folder or a previous report's folder")
+def _(ctx):  # the swap would have replaced the folder holding the checkpoint
+    return _before_data(_cli(*_robustness(ctx, output_dir=str(ctx.tmp / "out"))))
+
+
+def _before_data(call):
+    """``call`` with reading the data and attacking replaced by an ``AssertionError`` (the weights may be read)."""
+
+    def run():
+        from monai_dpaat import data
+        from monai_dpaat.evaluation import RobustnessEvaluator
+
+        work = [(data, "ham10000_datalists"), (data, "nuinsseg_datalist"), (RobustnessEvaluator, "__call__"),
+                (RobustnessEvaluator, "sweep")]
+        with contextlib.ExitStack() as stack:
+            for owner, name in work:
+                stack.enter_context(mock.patch.object(owner, name, _forbidden(f"{owner.__name__}.{name}")))
+            call()
+
+    return run
+
+
+@case("cli-output-dir-dangling-symlink-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*link' is a broken "
+      r"symlink \(to '.*gone'\)")
+def _(ctx):
+    os.symlink(ctx.tmp / "gone", ctx.tmp / "link")
+    return _upfront(_cli(*_robustness(ctx, output_dir=str(ctx.tmp / "link"))))
+
+
+@case("cli-output-dir-symlink-loop-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*loop' is a symlink loop")
+def _(ctx):
+    os.symlink(ctx.tmp / "loop", ctx.tmp / "loop")
+    return _upfront(_cli(*_robustness(ctx, output_dir=str(ctx.tmp / "loop"))))
+
+
+# ---------------------------------------------------------------------------------------------- data errors
+def _jpgs(ctx, n: int = 2) -> list[str]:
+    from reliability_table import _jpg
+
+    return [str(_jpg(ctx.tmp / f"img{i}.jpg", seed=i)) for i in range(n)]
+
+
+def _labelled(ctx, labels) -> str:
+    items = [{"image": image, "label": label} for image, label in zip(_jpgs(ctx, len(labels)), labels)]
+    return _json(ctx.tmp / "datalist.json", {"test": items})
+
+
+for _label, _shown in ((0.5, r"0\.5"), (-1, "-1"), ("nv", "'.*nv'"), (None, "None"), (2, "2")):
+    @case(f"cli-datalist-label-{_label}-runs-nothing", CLIFailed, r"^exit 2: error: datalist '.*datalist\.json' item 1: "
+          rf"label {_shown} of '.*img1\.jpg' is not a class index: expected an integer in \[0, 1\]")
+    def _(ctx, label=_label):
+        return _upfront(_cli(*_robustness(ctx, data=None, datalist=_labelled(ctx, [0, label]))))
+
+
+@case("cli-datalist-image-missing-runs-nothing", CLIFailed, r"^exit 2: error: datalist '.*datalist\.json' item 1: "
+      r"image '.*nope\.jpg' does not exist")
+def _(ctx):
+    items = [{"image": _jpgs(ctx, 1)[0], "label": 0}, {"image": str(ctx.tmp / "nope.jpg"), "label": 1}]
+    return _upfront(_cli(*_robustness(ctx, data=None, datalist=_json(ctx.tmp / "datalist.json", {"test": items}))))
+
+
+@case("cli-datalist-image-is-a-folder-runs-nothing", CLIFailed, r"^exit 2: error: datalist '.*datalist\.json' item 0: "
+      r"image '.*adir' is a folder")
+def _(ctx):
+    (ctx.tmp / "adir").mkdir()
+    items = [{"image": str(ctx.tmp / "adir"), "label": 0}]
+    return _upfront(_cli(*_robustness(ctx, data=None, datalist=_json(ctx.tmp / "datalist.json", {"test": items}))))
+
+
+@case("cli-datalist-empty-test-split-runs-nothing", CLIFailed, r"^exit 2: error: datalist JSON '.*e\.json' has no "
+      r"items under 'test'")
+def _(ctx):  # MONAI's reader raised IndexError: list index out of range
+    return _upfront(_cli(*_robustness(ctx, data=None, datalist=_json(ctx.tmp / "e.json", {"test": []}))))
+
+
+@case("cli-truncated-jpeg-is-one-error-line", CLIFailed, r"^exit 2: error: [^\n]*'.*bad\.jpg'[^\n]*\n?$")
+def _(ctx):  # found only when its batch is read: MONAI's "applying transform" RuntimeError hid it (exit 1)
+    from reliability_table import _corrupt
+
+    items = [{"image": _jpgs(ctx, 1)[0], "label": 0}, {"image": str(_corrupt(ctx.tmp / "bad.jpg")), "label": 1}]
+    return _cli(*_robustness(ctx, data=None, datalist=_json(ctx.tmp / "datalist.json", {"test": items})))
+
+
+@case("cli-nuinsseg-rgb-mask-is-one-error-line", CLIFailed, r"^exit 2: error: mask '.*a\.png' is an RGB image whose "
+      r"channels differ[^\n]*\n?$")
+def _(ctx):
+    from reliability_table import _nuinsseg_root, _png
+    from monai_dpaat.cli import load_network
+
+    root = _nuinsseg_root(ctx.tmp)
+    _png(root / "liver" / "mask binary" / "a.png", mode="RGB", seed=3)
+    ckpt = ctx.tmp / "unet.pt"
+    torch.save(load_network("unet", "segmentation", num_classes=1, in_channels=3).state_dict(), ckpt)
+    return _cli(*_robustness(ctx, task="segmentation", network="unet", checkpoint=str(ckpt), num_classes="1",
+                             data=str(root), image_size=None, roi_size="16", hd95="False"))

@@ -246,11 +246,21 @@ def _(ctx):
     return lambda: image_files(folder, "*.png")
 
 
+def _bundle_with_model(ctx):
+    """The classification bundle with a readable ``models/model.pt`` (inference's ``initialize`` checks it first)."""
+    import shutil
+
+    root = _bundle_copy(ctx)
+    (root / "models").mkdir()
+    shutil.copy(ctx.tmp / "out" / "model.pt", root / "models" / "model.pt")
+    return root
+
+
 @case("data-bundle-inference-missing-dataset-dir", RuntimeError,
       r"FileNotFoundError: image folder '.*no_data' does not exist")
 def _(ctx):
-    root = _bundle_copy(ctx)
-    # fails while the datalist is built: before the checkpoint is read and before predictions.csv is touched
+    root = _bundle_with_model(ctx)
+    # fails while the datalist is built: before the checkpoint is loaded and before predictions.csv is touched
     return _bundle_run(root, "--config_file", "configs/inference.json", "--bundle_root", str(root),
                        "--dataset_dir", str(ctx.tmp / "no_data"))
 
@@ -258,7 +268,7 @@ def _(ctx):
 @case("data-bundle-inference-nothing-matches", RuntimeError, r"Error: no file matches "
       r"'HAM10000_images_part_\*/\*\.jpg' in '.*ham\[1\]'")
 def _(ctx):
-    root = _bundle_copy(ctx)
+    root = _bundle_with_model(ctx)
     data = ctx.tmp / "ham[1]"
     data.mkdir()
     _png(data / "ISIC_1.png")

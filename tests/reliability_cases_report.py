@@ -24,13 +24,12 @@ def _result(accuracy: float, eps: float = 8 / 255):
 
 def _previous_report(ctx):
     """A whole report set from a "previous run" (with eps sweeps, so it has more plots than the new one) in
-    ``out/robustness``, beside a file of the user's; returns the folder."""
+    ``out/robustness``; returns the folder."""
     from monai_dpaat.evaluation import write_report
 
     folder = ctx.tmp / "out" / "robustness"
     write_report({"STD": _result(0.5)}, folder, sweeps={"STD": {2 / 255: _result(0.7, 2 / 255), 8 / 255: _result(0.5)}},
                  title="previous run")
-    (folder / "notes.txt").write_text("the user's own file\n")
     return folder
 
 

@@ -226,3 +226,31 @@ def test_override_adds_adversarial_training_to_a_plain_monai_bundle(tmp_path, da
         eps = method.state_dict()["epsilon"]
         assert not torch.allclose(eps, torch.full_like(eps, float(eps[0]))) or float(eps[0]) != method.eps_init
     workflow.finalize()
+
+
+def test_fresh_training_moves_the_earlier_runs_files_aside_and_resume_continues_the_new_run(tmp_path, data_dir):
+    """QA F1: a fresh training with fewer epochs in a folder of an earlier run left that run's higher-numbered
+    checkpoints beside its own, and ``resume.json`` then continued the earlier run. Now the fresh run moves them
+    into ``models/earlier_runs/<timestamp>/`` (warning naming it), and the resume continues the fresh run."""
+    root = _copy_bundle(tmp_path)
+    models = root / "models"
+    quick = ("--robust_val_interval", "9")
+    _run(_bundle_cmd(root, data_dir, _configs("train", "quick"), "--max_epochs", "2", *quick), cwd=root)
+    first = {p.name: p.read_bytes() for p in models.glob("*.pt")}
+    assert sorted(first) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt", "model.pt"], sorted(first)
+    log = _run(_bundle_cmd(root, data_dir, _configs("train", "quick"), "--max_epochs", "1", "--lr", "0.0005",
+                           *quick), cwd=root)
+    archived = list((models / "earlier_runs").iterdir())
+    assert len(archived) == 1, archived
+    assert f"moved them into '{archived[0]}'" in log, log[-3000:]
+    assert {p.name: p.read_bytes() for p in archived[0].iterdir()} == first  # nothing lost, bytes unchanged
+    assert sorted(p.name for p in models.glob("*.pt")) == ["checkpoint_epoch=1.pt", "model.pt"]
+    second = torch.load(models / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
+    assert second["optimizer"]["param_groups"][0]["initial_lr"] == 0.0005  # the fresh run's own checkpoint
+
+    log = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "resume"), "--max_epochs", "2", *quick), cwd=root)
+    assert "moved them into" not in log  # a resume never archives
+    assert len(list((models / "earlier_runs").iterdir())) == 1
+    resumed = torch.load(models / "checkpoint_epoch=2.pt", map_location="cpu", weights_only=True)
+    assert _epoch(resumed) == 2 and resumed["optimizer"]["param_groups"][0]["initial_lr"] == 0.0005
+    assert (archived[0] / "checkpoint_epoch=2.pt").read_bytes() == first["checkpoint_epoch=2.pt"]

@@ -322,3 +322,70 @@ def test_bundle_configs_are_trusted_like_code(capsys, tmp_path, small_cnn_checkp
                  "16", "--attacks", "fgsm", "--output_dir", str(tmp_path / "out"), "--progress", "False"])
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "report.json").read_text())["models"]["model"]["num_samples"] == 2
+
+
+def test_boolean_flags_accept_true_and_false_in_any_case(capsys):
+    from monai_dpaat.cli import CLIError, _bool_arg, parse_command_line
+
+    _, kwargs = parse_command_line("robustness", ["--progress=false", "--hd95", "TRUE", "--check_masking", "False"])
+    assert [_bool_arg(k, v) for k, v in kwargs.items()] == [False, True, False]
+    with pytest.raises(CLIError, match="--progress must be True or False"):
+        _bool_arg("progress", "no")
+
+
+def test_an_unusable_device_is_one_line_not_a_dispatcher_dump(monkeypatch):
+    from monai_dpaat.cli import CLIError, check_device
+
+    dump = ("Could not run 'aten::empty.memory_format' with arguments from the 'XPU' backend. This could be because "
+            "the operator doesn't exist.\n" + "\n".join(f"Backend{i}: registered at aten/src/x.cpp:{i}" for i in range(55)))
+
+    def empty(*args, **kwargs):
+        raise NotImplementedError(dump)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    with pytest.raises(CLIError) as info:
+        check_device("xpu")
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("from the 'XPU' backend"), message
+    monkeypatch.undo()
+    if not torch.backends.mps.is_available():
+        with pytest.raises(CLIError, match=r"^--device 'mps': no MPS \(Apple GPU\) device is usable here"):
+            check_device("mps")
+
+
+def test_gradcam_n_images_is_capped(capsys, tmp_path):
+    from monai_dpaat.evaluation.gradcam import MAX_GRADCAM_IMAGES, gradcam_cli
+
+    _fails(capsys, ["gradcam", "--models", "m.json", "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "g"),
+                    "--n_images", "100000"], f"--n_images must be at most {MAX_GRADCAM_IMAGES} (one grid row per image)")
+    with pytest.raises(ValueError, match=f"n_images must be at most {MAX_GRADCAM_IMAGES}"):
+        gradcam_cli({}, tmp_path, tmp_path / "g", n_images=MAX_GRADCAM_IMAGES + 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output_dir_refuses_empty_and_broken_links_and_foreign_folders(tmp_path):
+    from monai_dpaat.cli import CLIError, check_output_dir
+    from monai_dpaat.evaluation import write_report
+    from monai_dpaat.evaluation.suite import ORIGINAL, RobustnessResult
+
+    for empty in ("", "  "):
+        with pytest.raises(CLIError, match="--output_dir is empty"):
+            check_output_dir(empty)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(CLIError, match=r"'.*dangling' is a broken symlink \(to '.*gone'\)"):
+        check_output_dir(tmp_path / "dangling")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(CLIError, match=r"'.*loop' is a symlink loop"):
+        check_output_dir(tmp_path / "loop")
+    with pytest.raises(CLIError, match=r"'.*loop/sub' cannot be used"):
+        check_output_dir(tmp_path / "loop" / "sub")
+    report = tmp_path / "report"
+    write_report(RobustnessResult("classification", {ORIGINAL: {"accuracy": 1.0}}), report, metrics=["accuracy"],
+                 plots=False, check_masking=False)
+    assert check_output_dir(report, report=True) == report  # a previous report's folder
+    (report / "events.out.tfevents").write_text("x")
+    with pytest.raises(CLIError, match=r"holds entries that are not part of a previous report "
+                                       r"\('events\.out\.tfevents'\).*give an empty folder"):
+        check_output_dir(report, report=True)
+    assert check_output_dir(report) == report  # a plain writable folder (gradcam)
+    assert not (tmp_path / "gone").exists()

@@ -131,14 +131,37 @@ def test_transform_layout_is_channel_first_hw(root):
     assert out["label"].item() == 1
 
 
-def test_unknown_class_and_empty_split(root):
+def test_unknown_class_and_empty_split(root, tmp_path):
     with pytest.raises(ValueError, match=r"'melanoma'.*known:.*'mel'"):
         ham10000_datalists(root, classes=("melanoma", "nv"))
     with pytest.raises(ValueError, match=r"'df' has no images present"):
         ham10000_datalists(root, classes=("df", "nv"))
-    # bkl has 2 images (2 lesions): one goes to train, one to test, none left for validation
+    # 1 image per class in the training pool: round(0.4 * 1) = 0 images of either class left for validation
+    tiny = _tiny_ham(tmp_path)
+    (tiny / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\nHAM_1,ISIC_1,mel\nHAM_2,ISIC_2,mel\n"
+                                                "HAM_3,ISIC_3,nv\nHAM_4,ISIC_4,nv\n")
     with pytest.raises(ValueError, match=r"split 'val' is empty"):
-        ham10000_datalists(root, classes=("bkl",))
+        ham10000_datalists(tiny, classes=("mel", "nv"), n_train=1, n_test=1, val_fraction=0.4)
+
+
+@pytest.mark.parametrize("classes", [("bkl",), ["mel"], "nv", ()])
+def test_fewer_than_two_classes_is_refused_naming_the_key(root, classes):
+    """A one-class classifier trains with loss 0 and would still write model.pt: refused before any file is read."""
+    with pytest.raises(ValueError, match=r"^classes must name at least 2 HAM10000 classes, got \[.*\]: a classifier "
+                                         r"of one class learns nothing"):
+        ham10000_datalists(root, classes=classes)
+
+
+def test_val_fraction_zero_message_fits_the_python_api_and_a_bundle(root):
+    """``--val_fraction None`` on a bundle command line is dropped by monai.bundle: the message must not offer it
+    there, and must still tell a Python caller about ``val_fraction=None``."""
+    for bad in (0, 0.0, 1.0, -0.1):
+        with pytest.raises(ValueError) as info:
+            ham10000_datalists(root, classes=("mel", "nv"), val_fraction=bad)
+        text = str(info.value)
+        assert text.startswith(f"val_fraction must be in (0, 1), got {bad!r}"), text
+        assert "bundle" in text and "model.pt" in text and "drops None overrides" in text, text
+        assert "only the Python API takes val_fraction=None" in text, text
 
 
 def test_missing_files(tmp_path, root):

@@ -661,3 +661,51 @@ def test_run_lock_refuses_a_live_owner_takes_over_a_killed_one_and_is_released_o
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "the run failed" in err
     assert not lock.exists(), lock.read_text()
+
+
+def test_a_fresh_run_moves_an_earlier_runs_files_aside_so_a_resume_never_continues_it(tmp_path):
+    """A fresh training in a folder holding an earlier run's ``checkpoint_*.pt`` / ``model.pt`` moves them (renames,
+    bytes unchanged) into ``earlier_runs/<timestamp>/`` under the lock: a later resume looks at the top level only,
+    so it continues this run, never the earlier one (whose higher-numbered files would otherwise stay newest)."""
+    import warnings
+
+    from monai_dpaat.handlers import RunLock
+    from monai_dpaat.utils import resume_checkpoint
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    earlier = {"checkpoint_epoch=3.pt": b"three", "checkpoint_epoch=4.pt": b"four", "model.pt": b"best",
+               "checkpoint_final_iteration=9.pt": b"final"}
+    for name, data in earlier.items():
+        (folder / name).write_bytes(data)
+    (folder / "notes.txt").write_text("mine")  # not a run's file: stays
+    (folder / "sub").mkdir()
+    (folder / "sub" / "checkpoint_epoch=7.pt").write_bytes(b"nested")  # not the top level: stays
+
+    lock = RunLock(folder)
+    with pytest.raises(RuntimeError, match=r"archive_earlier_run needs the lock '.*run\.lock': call acquire\(\) first"):
+        lock.archive_earlier_run()
+    assert all((folder / n).is_file() for n in earlier)  # nothing moved without the lock
+    lock.acquire()
+    try:
+        with pytest.warns(UserWarning, match=r"the output folder '.*models' held an earlier run's files "
+                                             r"\['checkpoint_epoch=3\.pt', 'checkpoint_epoch=4\.pt', "
+                                             r"'checkpoint_final_iteration=9\.pt', 'model\.pt'\]: this fresh training "
+                                             r"moved them into '.*models/earlier_runs/\d{8}-\d{6}'"):
+            target = Path(lock.archive_earlier_run())
+        assert target.parent == folder / "earlier_runs"
+        assert {p.name: p.read_bytes() for p in target.iterdir()} == earlier
+        assert sorted(p.name for p in folder.iterdir()) == ["earlier_runs", "notes.txt", "run.lock", "sub"]
+        with pytest.raises(FileNotFoundError, match="no checkpoint 'checkpoint_epoch=N.pt' to resume from"):
+            resume_checkpoint(str(folder))  # the archive is not looked at
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert lock.archive_earlier_run() is None  # nothing left to move: no warning, no new folder
+        # a second fresh run in the same second gets its own folder; nothing is overwritten
+        (folder / "model.pt").write_bytes(b"second")
+        with pytest.warns(UserWarning, match="moved them into"):
+            second = Path(lock.archive_earlier_run())
+        assert second != target and (second / "model.pt").read_bytes() == b"second"
+        assert (target / "model.pt").read_bytes() == b"best"
+    finally:
+        lock.release()

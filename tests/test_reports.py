@@ -193,13 +193,9 @@ class _FakeFigure:
 
 
 def _previous_run(folder):
-    """A report set with eps sweeps (more plots than the new one) plus the user's files, link and subfolder."""
+    """A report set with eps sweeps (more plots than the new one) and a model.pt (as the demo writes)."""
     sweeps = {"STD": {2 / 255: _result(0.75, 0.5, 0.4, 0.35, eps=2 / 255), 8 / 255: STD}}
-    write_report({"STD": STD}, folder, sweeps=sweeps, title="previous run")
-    (folder / "model.pt").write_bytes(b"weights")
-    (folder / "logs").mkdir()
-    (folder / "logs" / "events.1").write_text("tensorboard events")
-    os.symlink("model.pt", folder / "latest.pt")
+    write_report({"STD": STD}, folder, sweeps=sweeps, title="previous run", extra_files={"model.pt": b"weights"})
     return folder
 
 
@@ -240,8 +236,7 @@ def _exchange_works(tmp_path) -> bool:
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
 def test_a_kill_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path, monkeypatch, exchange):
     """A process writing a report over a previous run's is killed before its k-th file operation, for every k:
-    the folder then holds exactly the old set or exactly the new one (with the user's files in both), never a
-    mix; (two-rename fallback: or it is missing, and the recovery step puts the old one back); the next write
+    the folder then holds exactly the old set or exactly the new one, never a mix; (two-rename fallback: or it is missing, and the recovery step puts the old one back); the next write
     succeeds and leaves no staging folder behind."""
     from monai_dpaat.evaluation import plots, report
     from monai_dpaat.evaluation.report import recover_output_dir
@@ -258,7 +253,7 @@ def test_a_kill_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path, monkeyp
     write_report({"STD": NEW}, tmp_path / "reference" / "out", title="new run")
     new = _tree(tmp_path / "reference" / "out")
     assert new != old and "accuracy_vs_eps.png" not in new  # the old set's extra plot goes with it
-    assert all(new[k] == old[k] for k in ("model.pt", "logs", "logs/events.1", "latest.pt"))  # the user's stay
+    assert "model.pt" in old and "model.pt" not in new  # a file of the old set, not of the new one
 
     outcomes = []
     for k in range(1, 1000):
@@ -317,39 +312,47 @@ def test_report_files_get_normal_permissions(tmp_path):
     assert set(modes.values()) == {oct(0o644)}, modes
 
 
-def test_write_report_keeps_what_others_add_meanwhile_and_follows_links(tmp_path, monkeypatch):
-    """A file another process adds (or replaces) while the new set is staged is moved over after the swap; a
-    symlinked output folder stays a symlink; this process's current directory inside the folder stays valid."""
-    from monai_dpaat.evaluation import report
-
+def test_write_report_refuses_a_folder_with_foreign_entries(tmp_path):
+    """The set replaces the whole folder, so a folder holding anything but a previous report (the user's files,
+    TensorBoard logs, a subfolder) is refused before anything is written, naming those entries; it is unchanged."""
     out = _previous_run(tmp_path / "out")
-    real_keep = report._keep_others
+    (out / "notes.txt").write_text("the user's own file")
+    (out / "logs").mkdir()
+    (out / "logs" / "events.1").write_text("tensorboard events")
+    before = _tree(out)
+    with pytest.raises(ValueError, match=r"holds entries that are not part of a previous report \('logs', "
+                                         r"'notes.txt'\).*give an empty folder or a previous report's folder"):
+        write_report({"STD": NEW}, out, plots=False)
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    home = tmp_path / "home"
+    home.mkdir()
+    for i in range(7):
+        (home / f"f{i}").write_text("x")
+    with pytest.raises(ValueError, match=r"\('f0', 'f1', 'f2', 'f3', 'f4' and 2 more\)"):
+        write_report({"STD": NEW}, home, plots=False)
+    with pytest.raises(ValueError, match="output_dir is empty"):
+        write_report({"STD": NEW}, "", plots=False)
 
-    def keep_then_race(folder, stage, drop):
-        real_keep(folder, stage, drop)
-        (folder / "late.txt").write_text("written during the swap")
-        (folder / "model.tmp").write_bytes(b"newer weights")
-        os.replace(folder / "model.tmp", folder / "model.pt")
 
-    monkeypatch.setattr(report, "_keep_others", keep_then_race)
+def test_write_report_follows_links_and_keeps_the_cwd_valid(tmp_path, monkeypatch):
+    """A symlinked output folder stays a symlink; this process's current directory inside the folder stays valid;
+    the old set's files are dropped."""
+    out = _previous_run(tmp_path / "out")
     monkeypatch.chdir(out)
     write_report({"STD": NEW}, ".", plots=False)
-    monkeypatch.undo()
-    assert (out / "late.txt").read_text() == "written during the swap"
-    assert (out / "model.pt").read_bytes() == b"newer weights"
-    assert not (out / "accuracy_vs_eps.png").exists() and (out / "logs" / "events.1").exists()
+    assert not (out / "accuracy_vs_eps.png").exists() and not (out / "model.pt").exists()
+    assert os.path.samefile(os.getcwd(), out) and (out / "report.md").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
     os.symlink(out, tmp_path / "alias")
-    monkeypatch.chdir(out / "logs")
     write_report({"STD": STD}, tmp_path / "alias", plots=False, title="through the link")
     assert os.path.islink(tmp_path / "alias") and "through the link" in (out / "report.md").read_text()
-    assert os.listdir(".") == ["events.1"] and os.path.samefile(os.getcwd(), out / "logs")
+    assert os.path.samefile(os.getcwd(), out)
 
 
 def test_write_report_in_place_where_no_folder_can_be_made_beside(tmp_path, monkeypatch):
     """A mount point or read-only parent: the files are replaced one by one (with a warning), the old set's
-    extra files are still dropped and the user's kept."""
+    extra files are still dropped."""
     from monai_dpaat.evaluation import report
 
     out = _previous_run(tmp_path / "out")
@@ -357,6 +360,6 @@ def test_write_report_in_place_where_no_folder_can_be_made_beside(tmp_path, monk
     with pytest.warns(RuntimeWarning, match="replaced one by one"):
         write_report({"STD": NEW}, out, plots=False)
     names = {p.name for p in out.iterdir()}
-    assert "accuracy_vs_eps.png" not in names and "confusion_STD.png" not in names
-    assert {"model.pt", "logs", "latest.pt", "report.md", "table_accuracy.csv"} <= names
+    assert "accuracy_vs_eps.png" not in names and "confusion_STD.png" not in names and "model.pt" not in names
+    assert {"report.md", "table_accuracy.csv"} <= names
     assert not [n for n in names if n.startswith(".")]

@@ -180,6 +180,41 @@ def _fill(groups: list[list[dict]], quotas: Sequence[int]) -> tuple[list[list[di
     return bins, left
 
 
+def check_classes(classes: str | Sequence[str]) -> list[str]:
+    """``classes`` as a list, or ``ValueError`` naming the key: unknown ``dx`` codes, repeats, fewer than 2.
+
+    :func:`ham10000_datalists` calls it; a bundle's ``initialize`` does too
+    (``"$monai_dpaat.data.ham10000.check_classes(@classes)"``), so a bad ``--classes`` is refused before any data
+    is read or anything is written.
+    """
+    classes = [classes] if isinstance(classes, str) else list(classes)
+    unknown = [c for c in classes if c not in HAM10000_CLASSES]
+    if unknown:
+        raise ValueError(f"unknown HAM10000 class name(s) {unknown}; known: {sorted(HAM10000_CLASSES)}.")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be a list of distinct names, got {classes}.")
+    if len(classes) < 2:
+        raise ValueError(
+            f"classes must name at least 2 HAM10000 classes, got {classes}: a classifier of one class learns nothing "
+            "(its loss is 0 from the start). Give e.g. classes=['mel', 'nv'] (a bundle: --classes \"['mel','nv']\")."
+        )
+    return classes
+
+
+def check_val_fraction(val_fraction: float | None) -> None:
+    """``DataError`` (a ``ValueError``) unless ``val_fraction`` is in (0, 1) or None (the Python API's "no
+    validation split"; a bundle command line cannot pass None). Also meant for a bundle's ``initialize``."""
+    if val_fraction is not None and not (
+        isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
+    ):
+        raise DataError(
+            f"val_fraction must be in (0, 1), got {val_fraction!r}: a bundle training validates on that fraction of "
+            "the training pool to save its best model (model.pt), so give it a value in (0, 1) such as "
+            "--val_fraction 0.1 (a bundle command line cannot pass None: monai.bundle drops None overrides); "
+            "only the Python API takes val_fraction=None, for no validation split."
+        )
+
+
 def ham10000_datalists(
     root: PathLike,
     classes: Sequence[str] = ("mel", "bkl", "nv"),
@@ -205,13 +240,14 @@ def ham10000_datalists(
 
     Args:
         root: folder holding ``HAM10000_metadata.csv`` and the image folder(s).
-        classes: ``dx`` codes to keep, in label order (label = position in this sequence).
-            Known codes: akiec, bcc, bkl, df, mel, nv, vasc.
+        classes: ``dx`` codes to keep, in label order (label = position in this sequence); at least 2
+            (a one-class classifier learns nothing). Known codes: akiec, bcc, bkl, df, mel, nv, vasc.
         n_train: training pool (train + val) images per class.
         n_test: test images per class.
         val_fraction: fraction of each class's training pool moved to validation, in (0, 1);
-            ``None``: no validation split (the ``"val"`` list is empty). 0 is refused: a training
-            run validating on nothing would never save its best model.
+            ``None`` (Python API only: ``monai.bundle run`` drops a ``--val_fraction None`` override): no
+            validation split (the ``"val"`` list is empty). 0 is refused: a training run validating on
+            nothing would never save its best model.
         seed: seed of the shuffle; the result is identical for equal arguments.
         image_dirs: folder(s) holding the images, relative to ``root`` or absolute. Default:
             ``HAM10000_images_part_1`` and ``HAM10000_images_part_2`` where present, else ``root``.
@@ -224,23 +260,13 @@ def ham10000_datalists(
 
     Raises:
         FileNotFoundError: ``root``, the metadata or an ``image_dirs`` folder is missing.
-        ValueError: unknown class name, bad metadata (see :func:`read_ham10000_metadata`), no image
+        ValueError: unknown class name, fewer than 2 classes, bad metadata (see :func:`read_ham10000_metadata`), no image
             file at all in the image folder(s), a class with no images present, bad ``val_fraction`` /
             counts, an empty split, or (``validate=True``) a corrupt image.
     """
     root = check_dir(root, "HAM10000 root")
-    classes = [classes] if isinstance(classes, str) else list(classes)
-    unknown = [c for c in classes if c not in HAM10000_CLASSES]
-    if unknown:
-        raise ValueError(f"unknown HAM10000 class name(s) {unknown}; known: {sorted(HAM10000_CLASSES)}.")
-    if len(set(classes)) != len(classes) or not classes:
-        raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}.")
-    if val_fraction is not None and not (
-        isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool) and 0.0 < val_fraction < 1.0
-    ):
-        raise DataError(
-            f"val_fraction must be in (0, 1), got {val_fraction!r}; use val_fraction=None for no validation split."
-        )
+    classes = check_classes(classes)
+    check_val_fraction(val_fraction)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got n_train={n_train}, n_test={n_test}.")
 

@@ -5,6 +5,7 @@ foreground selector for images whose background is a constant minimum (z-scored 
 from __future__ import annotations
 
 import atexit
+import copy
 import math
 import os
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import ImageReader
+from monai.data import ImageReader, PILReader
 from monai.transforms import LoadImaged, MapTransform, Transform
 
 from monai_dpaat.data.utils import DataError
@@ -159,6 +160,23 @@ class CheckFinited(MapTransform):
         return data
 
 
+class _WritablePILReader(PILReader):
+    """:class:`monai.data.PILReader` whose arrays are writable copies: ``np.asarray`` of a PIL image is read-only,
+    and MONAI's ``torch.as_tensor`` of it warned "The given NumPy array is not writable" on every run."""
+
+    def get_data(self, img):
+        data, meta = super().get_data(img)
+        return np.array(data, copy=True), meta
+
+
+def _writable_reader(reader):
+    """``reader`` as a :class:`_WritablePILReader` (same settings) when it is a plain ``PILReader``."""
+    if type(reader) is PILReader:
+        reader = copy.copy(reader)
+        reader.__class__ = _WritablePILReader
+    return reader
+
+
 class CheckedLoadImaged(LoadImaged):
     """:class:`monai.transforms.LoadImaged` whose failure is a ``ValueError`` naming the key and the
     file(s) that could not be read (MONAI's own message suggests installing reader libraries, which
@@ -179,7 +197,7 @@ class CheckedLoadImaged(LoadImaged):
         super().__init__(keys, reader, *args, **kwargs)
         # LoadImage tries its other readers when a given one fails, which would hide the reader's error (and
         # a converter's check) behind a fallback read: a reader instance is passed on every call instead
-        self.file_reader = reader if isinstance(reader, ImageReader) else None
+        self.file_reader = _writable_reader(reader) if isinstance(reader, ImageReader) else None
         self.nonconstant_keys = (nonconstant_keys,) if isinstance(nonconstant_keys, str) else tuple(nonconstant_keys)
 
     def __call__(self, data, reader=None):

@@ -164,6 +164,28 @@ def reindex(datalist: Sequence[dict]) -> list[dict]:
     return [{**item, "index": i} for i, item in enumerate(datalist)]
 
 
+def _check_split(path: Path, split: str) -> None:
+    """``split`` of the datalist JSON ``path`` is a non-empty list (MONAI's reader fails on an empty one with an
+    ``IndexError``, on a missing key with a bare ``ValueError``)."""
+    import json
+
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"datalist JSON {str(path)!r} cannot be read as JSON: {e}") from e
+    if not isinstance(content, dict):
+        raise DataError(f"datalist JSON {str(path)!r} holds a {type(content).__name__}; expected an object whose "
+                        f"key {split!r} lists the items.")
+    if split not in content:
+        keys = ", ".join(repr(k) for k in content) or "none"
+        raise DataError(f"datalist JSON {str(path)!r} has no split {split!r} (its keys: {keys}).")
+    items = content[split]
+    if not isinstance(items, list) or not items:
+        shown = "is empty" if items == [] else f"is a {type(items).__name__}"
+        raise DataError(f"datalist JSON {str(path)!r} has no items under {split!r} (the split {shown}); expected a "
+                        "non-empty list.")
+
+
 def load_datalist(
     source: PathLike | Sequence[dict],
     split: str = "training",
@@ -198,6 +220,7 @@ def load_datalist(
         from monai.data import load_decathlon_datalist
 
         path = check_file(source, "datalist JSON")
+        _check_split(path, split)
         try:
             items = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=split, base_dir=base_dir)
         except ValueError as e:

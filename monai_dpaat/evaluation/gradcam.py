@@ -504,6 +504,11 @@ def load_ham10000_images(
     return torch.stack(imgs), masks, chosen, [dx_of.get(i, "?") for i in chosen]
 
 
+#: the most images (grid rows) one Grad-CAM grid takes: each is a row of panels, so 100000 would run for minutes
+#: and write a PNG hundreds of thousands of pixels tall
+MAX_GRADCAM_IMAGES = 64
+
+
 def gradcam_cli(
     models: Any,
     data_dir: str | os.PathLike,
@@ -526,7 +531,8 @@ def gradcam_cli(
     Args:
         models: see :func:`load_model_specs` (dict / list of specs / JSON or YAML file).
         data_dir: the HAM10000 folder (or its parent). output_dir: where the outputs go (created).
-        n_images: images in the grid (rows). spatial_size: the size the models take (images resized to it).
+        n_images: images in the grid (rows), at most :data:`MAX_GRADCAM_IMAGES`. spatial_size: the size the
+            models take (images resized to it).
         target_layers: one layer name for all models or ``{name: layer}``; per-model ``target_layer`` in a
             spec wins; default auto-detect (:func:`find_target_layer`).
         mask_dir: optional lesion masks (ISIC 2018 ``{image_id}_segmentation.png``) -> energy in mask;
@@ -541,6 +547,8 @@ def gradcam_cli(
     Returns ``{"png": path, "json": path, "tensorboard": dir | None, "image_ids": [...],
     "energy_in_mask": {model: mean or None}}``.
     """
+    if not isinstance(n_images, bool) and isinstance(n_images, int) and n_images > MAX_GRADCAM_IMAGES:
+        raise ValueError(f"n_images must be at most {MAX_GRADCAM_IMAGES} (one grid row per image), got {n_images}")
     nets, layers = load_model_specs(models, device, trust_config)
     for name in nets:
         if layers[name] is None:

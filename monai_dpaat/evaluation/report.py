@@ -7,10 +7,10 @@ and Koishiyeva et al. 2025 (Tables 2-4).
 >>> tables = combine_results({"STD": result_std, "DPAAT": result_dpaat})
 >>> files = write_report({"STD": result_std, "DPAAT": result_dpaat}, "out/", flags=[...])
 
-:func:`write_report` replaces the report set as a whole: the new set is written into a staging folder beside
-the output folder, the output folder's other files are hard-linked into it, and the two folders are swapped in
-one step (see :func:`write_report`), so a reader, or a run killed at any point, sees the old set or the new one,
-never a mix. Single files (:func:`atomic_write_bytes`) go to a temporary file and ``os.replace``. Files get the
+:func:`write_report` replaces the report set as a whole: the output folder must be a dedicated report folder
+(missing, empty, or holding only a previous report set; see :func:`check_report_folder`), the new set is written
+into a staging folder beside it and the two folders are swapped in one step (see :func:`write_report`), so a
+reader, or a run killed at any point, sees the old set or the new one, never a mix. Single files (:func:`atomic_write_bytes`) go to a temporary file and ``os.replace``. Files get the
 usual permissions (``0666 & ~umask``).
 """
 
@@ -39,6 +39,7 @@ from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
 __all__ = [
     "ensure_output_dir",
+    "check_report_folder",
     "recover_output_dir",
     "atomic_write_text",
     "atomic_write_bytes",
@@ -129,7 +130,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------- set swap
 #: the names write_report gives its files; only these are ever dropped from an output folder
-_REPORT_NAME = re.compile(r"report\.(md|json)|table_[\w-]+\.csv|(confusion_[\w-]+|[\w-]+_(by_attack|vs_eps))\.png")
+_REPORT_NAME = re.compile(r"report\.(md|json)|table_[\w-]+\.csv|(confusion_[\w-]+|[\w-]+_(by_attack|vs_eps))\.png"
+                          r"|model\.pt")
+#: a temporary file the in-place fallback (atomic_write_bytes) leaves when killed
+_REPORT_TMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
 _RENAME_EXCHANGE, _AT_FDCWD = 2, -100
 
 
@@ -173,44 +177,40 @@ def _report_names(folder: Path) -> set[str]:
     return names | {n for n in listed if isinstance(n, str) and _REPORT_NAME.fullmatch(n)}
 
 
-def _link_or_copy(src: str, dst: str) -> str:
-    """``dst`` as a hard link to ``src`` (the same file: no data copied, and a writer still appending to it
-    keeps being seen); a symlink's copy or a plain copy where links are refused (another user's file, FAT)."""
+def _foreign_entries(folder: Path) -> list[str]:
+    """The entries of ``folder`` that are not part of a previous report set (sorted); ``[]`` for a missing folder."""
     try:
-        os.link(src, dst, follow_symlinks=False)
-    except (OSError, NotImplementedError):
-        if os.path.islink(src):
-            os.symlink(os.readlink(src), dst)
-        else:
-            shutil.copy2(src, dst)
-    return dst
+        entries = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet, or a path that cannot be a folder
+        return []
+    names = _report_names(folder)
+
+    def ours(name: str) -> bool:
+        m = _REPORT_TMP.fullmatch(name)
+        return name in names or (m is not None and _REPORT_NAME.fullmatch(m.group("name")) is not None)
+
+    return [n for n in entries if not ours(n)]
 
 
-def _keep_others(out: Path, stage: Path, drop: set[str]) -> None:
-    """Put every entry of ``out`` that is not in ``drop`` (the old report set) and not already in ``stage``
-    (the new set) into ``stage``: files as hard links, folders as folders of hard links."""
-    for entry in os.scandir(out):
-        target = stage / entry.name
-        if entry.name in drop or os.path.lexists(target):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(entry.path, str(target))
+def check_report_folder(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can be a report folder: missing, empty, or holding only a previous report set
+    (``report.json``, ``report.md`` and the files that ``report.json`` lists). :func:`write_report` replaces
+    the folder as a whole, so it refuses one holding anything else (a user's files, TensorBoard logs,
+    subfolders, the current directory of a shell) with a ``ValueError`` naming a few of those entries.
+    Returns the folder's path (a symlink is followed); creates nothing."""
+    if str(path) == "":
+        raise ValueError("output_dir is empty; give a folder for the report")
+    shown = Path(path).expanduser()
+    real = Path(os.path.realpath(shown))
+    if os.path.lexists(real) and not real.is_dir():
+        raise ValueError(f"output_dir {str(shown)!r} exists and is not a folder")
+    foreign = _foreign_entries(real)
+    if foreign:
+        listed = ", ".join(repr(n) for n in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(f"output_dir {str(shown)!r} holds entries that are not part of a previous report ({listed}); "
+                         "the report replaces the whole folder: give an empty folder or a previous report's folder")
+    return real
 
-
-def _catch_up(old: Path, out: Path, skip: set[str]) -> None:
-    """Move into ``out`` what another process put into the old folder ``old`` after :func:`_keep_others`
-    linked it (new entries, and files replaced since; names in ``skip`` are report files). Top level only."""
-    for entry in os.scandir(old):
-        if entry.name in skip:
-            continue
-        target = out / entry.name
-        if not os.path.lexists(target):
-            os.rename(entry.path, target)
-        elif not entry.is_dir(follow_symlinks=False) and not target.is_dir():
-            if entry.inode() != os.lstat(target).st_ino:
-                os.replace(entry.path, target)
 
 
 def _stage_prefix(out: Path) -> str:
@@ -234,9 +234,10 @@ def recover_output_dir(path: str | os.PathLike) -> None:
     (:func:`write_report` runs this first):
 
     - the old folder that the two-rename fallback moved away (``.<name>.report-previous-<id>``) is moved back
-      when ``path`` is missing (killed between the renames), removed when ``path`` is the new set that replaced
-      it, and merged back (entries ``path`` lacks) when something else has created ``path`` since;
-    - staging folders (``.<name>.report-staging-<pid>-<id>``) of processes that no longer run are removed.
+      when ``path`` is missing (killed between the renames) and removed when ``path`` is the new set that
+      replaced it (a folder that something else has created at ``path`` since leaves it in place);
+    - staging folders (``.<name>.report-staging-<pid>-<id>``) of processes that no longer run are removed
+      (when they hold only report files).
     """
     out = Path(os.path.realpath(Path(path).expanduser()))
     parent, prefix = out.parent, _stage_prefix(out)
@@ -250,19 +251,28 @@ def recover_output_dir(path: str | os.PathLike) -> None:
             if not os.path.lexists(out):
                 os.rename(entry.path, out)
                 continue
-            if str(os.lstat(out).st_ino) != rest:  # not the set that replaced it: give back what is missing
-                _catch_up(Path(entry.path), out, skip=set())
-            shutil.rmtree(entry.path)
+            if str(os.lstat(out).st_ino) == rest:  # the set that replaced it is in place
+                shutil.rmtree(entry.path)
         elif kind == "staging":
             pid = rest.partition("-")[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if (not pid.isdigit() or not _pid_alive(int(pid))) and _only_report_files(Path(entry.path)):
                 shutil.rmtree(entry.path, ignore_errors=True)
     _fsync_dir(parent)
 
 
+def _only_report_files(folder: Path) -> bool:
+    """Whether ``folder`` holds only files named as report files are (a partial set, or an old set that
+    something else wrote into during a swap is left alone)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return all(_REPORT_NAME.fullmatch(n) or _REPORT_TMP.fullmatch(n) for n in names)
+
+
 def _swappable(out: Path) -> bool:
     """Whether a staging folder can be made beside ``out`` and renamed over it."""
-    return not os.path.ismount(out) and os.access(out.parent, os.W_OK | os.X_OK)
+    return not os.path.ismount(out) and os.access(out.parent, os.W_OK | os.X_OK) and out != Path(out.anchor)
 
 
 def _new_stage(out: Path) -> Path:
@@ -283,14 +293,15 @@ def _new_stage(out: Path) -> Path:
     return stage
 
 
-def _swap_in(stage: Path, out: Path, old_names: set[str], new_names: set[str]) -> None:
+def _swap_in(stage: Path, out: Path, old_names: set[str]) -> None:
     """Make the complete folder ``stage`` the folder ``out`` in one step and remove the old one.
 
     Linux: one ``renameat2(RENAME_EXCHANGE)``. Elsewhere: ``out`` is renamed to
     ``.<name>.report-previous-<id>``, ``stage`` to ``out``, then the previous one is removed; a kill between
     the two renames leaves ``out`` missing (never mixed) and :func:`recover_output_dir` puts it back.
+    Only the old set's files (``old_names``) are deleted: an old folder that something else has written into
+    meanwhile is left in place, with a warning.
     """
-    _keep_others(out, stage, drop=old_names)
     _fsync_dir(stage)
     cwd = _cwd_inside(out)
     if _exchange(stage, out):
@@ -308,8 +319,10 @@ def _swap_in(stage: Path, out: Path, old_names: set[str], new_names: set[str]) -
             os.chdir(cwd if os.path.isdir(cwd) else out)
     try:
         _fsync_dir(out.parent)
-        _catch_up(old, out, skip=old_names | new_names)
-        shutil.rmtree(old)
+        for name in os.listdir(old):
+            if name in old_names or _REPORT_TMP.fullmatch(name):
+                os.unlink(old / name)
+        os.rmdir(old)
     except OSError as err:  # the new set is in place: a leftover old folder is no reason to fail the write
         warnings.warn(f"the new report is in {str(out)!r}, but the old folder {str(old)!r} could not be removed: "
                       f"{err}", RuntimeWarning, stacklevel=3)
@@ -543,7 +556,8 @@ def _short(value: Any) -> str:
 
 def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[str] | None = None,
                  flags: Sequence[str] | None = None, sweeps: Mapping[str, Any] | None = None,
-                 title: str = "Robustness report", check_masking: bool = True, plots: bool = True) -> dict[str, Path]:
+                 title: str = "Robustness report", check_masking: bool = True, plots: bool = True,
+                 extra_files: Mapping[str, bytes] | None = None) -> dict[str, Path]:
     """Write the report of one or several models to ``output_dir``, replacing a previous report set as a whole.
 
     Files: ``report.md``, ``report.json`` (tables, every model's full result, sweeps, flags, and the list of
@@ -553,11 +567,10 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
     The whole set is written into a staging folder beside ``output_dir`` (``.<name>.report-staging-<pid>-<id>``),
     and the two folders are then swapped in one step (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames,
     see :func:`recover_output_dir`), so the old set stays whole until the new one is complete and a reader never
-    sees a mix; a failed or killed write leaves the old folder as it was. The files of the previous set (the names
-    its ``report.json`` lists) are dropped; everything else in ``output_dir`` (a bundle's ``eval/`` logs, a
-    ``model.pt``, the user's files and folders) is kept: hard-linked into the staging folder (copied where links
-    are refused) and, for what another process added meanwhile, moved over after the swap. The folder keeps its
-    permissions; files get ``0666 & ~umask``. Where no folder can be made beside ``output_dir`` (a mount point,
+    sees a mix; a failed or killed write leaves the old folder as it was. ``output_dir`` must therefore be a
+    dedicated report folder: missing, empty or holding only a previous report set; one holding anything else (the
+    user's files, TensorBoard logs, subfolders) is refused with a ``ValueError`` before any work (see
+    :func:`check_report_folder`). The folder keeps its permissions; files get ``0666 & ~umask``. Where no folder can be made beside ``output_dir`` (a mount point,
     a read-only parent) the files are replaced one by one instead, with a ``RuntimeWarning``. Note that a
     shell or program that has its current directory inside ``output_dir`` keeps seeing the removed old folder
     until it changes directory again (this process is moved along).
@@ -571,16 +584,25 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
         title: report title.
         check_masking: also derive flags from the tables' own numbers (see :func:`masking_flags`).
         plots: write the PNG plots.
+        extra_files: ``{file name: bytes}`` written with the set (e.g. ``{"model.pt": ...}`` for the demo); only
+            ``model.pt`` is allowed, and it is listed in ``report.json`` like the other files.
 
     Returns:
         ``{file kind: path}`` of everything written (paths inside ``output_dir``).
     """
     results = as_results(results)
+    if str(output_dir) == "":
+        raise ValueError("output_dir is empty; give a folder for the report")
+    extra = dict(extra_files or {})
+    for fname in extra:
+        if fname != "model.pt":
+            raise ValueError(f"extra_files may only hold 'model.pt', got {fname!r}")
     shown = Path(output_dir).expanduser()
     real = Path(os.path.realpath(shown))  # a symlinked output folder stays a symlink: swap its target
     recover_output_dir(real)  # before the folder is created: a killed swap may have moved it away
     out = ensure_output_dir(shown)
     tables = combine_results(results, metrics)
+    check_report_folder(shown)  # before anything is written: the whole folder is replaced
     if sweeps is not None:
         if sweeps and all(isinstance(k, (int, float)) for k in sweeps):
             sweeps = {next(iter(results)): sweeps}
@@ -596,15 +618,16 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
     if not _swappable(real):
         warnings.warn(f"cannot make a staging folder beside output_dir {str(shown)!r} (a mount point or a read-only "
                       "parent): its report files are replaced one by one, not as a set", RuntimeWarning, stacklevel=2)
-        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, real, _replace_file)
+        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, real, _replace_file, extra)
         for name in sorted(old_names - set(names.values())):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(real / name)
         return {k: out / n for k, n in names.items()}
     stage = _new_stage(real)
     try:
-        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, stage)
-        _swap_in(stage, real, old_names, set(names.values()))
+        names = _write_report_files(results, tables, all_flags, sweeps, title, plots, stage, extra=extra)
+        check_report_folder(shown)  # nothing foreign was added while the set was written
+        _swap_in(stage, real, old_names)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # after a swap this is the old folder; before it, the partial set
         raise
@@ -629,10 +652,12 @@ def _replace_file(path: Path, data: str | bytes) -> str:
 
 def _write_report_files(results: Mapping[str, RobustnessResult], tables: Mapping[str, Any], flags: list[str] | None,
                         sweeps: Mapping[str, Any] | None, title: str, plots: bool, folder: Path,
-                        write=_write_new) -> dict[str, str]:
+                        write=_write_new, extra: Mapping[str, bytes] | None = None) -> dict[str, str]:
     """Write the report set into ``folder`` with ``write(path, text | bytes) -> name``; returns
     ``{file kind: file name}``. ``report.json`` and ``report.md`` come last."""
     written: dict[str, str] = {}
+    for fname, data in (extra or {}).items():
+        written[Path(fname).stem] = write(folder / fname, data)
     for metric, table in tables.items():
         written[f"table_{metric}"] = write(folder / f"table_{metric}.csv", csv_table(table))
 

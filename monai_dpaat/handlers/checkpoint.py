@@ -460,8 +460,10 @@ def entries_saved_in(checkpoint: str | os.PathLike, **objects: Any) -> dict[str,
     path = os.fspath(checkpoint)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file cannot be memory-mapped; an unreadable one is named
+        from monai_dpaat.utils import read_checkpoint
+
+        ckpt = read_checkpoint(path)
     keys = set(ckpt) if isinstance(ckpt, Mapping) else set()
     del ckpt
     found = {k: v for k, v in objects.items() if k in keys}

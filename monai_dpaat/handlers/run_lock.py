@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import errno
+import fnmatch
 import json
 import os
 import shlex
@@ -18,10 +19,29 @@ try:
 except ImportError:  # Windows: fall back to the owner's pid in the file
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunLock"]
+__all__ = ["RunLock", "EARLIER_RUNS"]
+
+#: the sub-folder of a run's folder that a fresh training moves an earlier run's files into
+EARLIER_RUNS = "earlier_runs"
+#: the files of a run (top level of its folder) that a fresh training moves aside: what a resume would pick up
+RUN_FILES = ("checkpoint_*.pt", "model.pt")
 
 #: the locks this process holds, by real path of the lock file
 _HELD: dict[str, RunLock] = {}
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make renames in ``folder`` durable (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _boot_id() -> str | None:
@@ -191,6 +211,57 @@ class RunLock:
                 return False
             return None  # ENOLCK, EOPNOTSUPP, ...: some network file systems
         return True
+
+    def archive_earlier_run(self, patterns: tuple[str, ...] = RUN_FILES) -> str | None:
+        """Move an earlier run's files (``checkpoint_*.pt``, ``model.pt``, top level of ``folder``) into
+        ``{folder}/earlier_runs/<timestamp>/``, with a warning naming that folder; return it (None: nothing to move).
+
+        For a fresh (non-resume) training, after :meth:`acquire` and before anything is written: otherwise its
+        checkpoints mix with an earlier run's (ignite keeps the higher-numbered older files), and a later resume
+        (which looks at the top level only) would continue the earlier run. Each file is moved with an atomic
+        ``os.rename`` into the same file system; nothing is deleted or overwritten. Raises ``RuntimeError`` when
+        the lock is not held (another run may be writing the folder).
+        """
+        if not self.held:
+            raise RuntimeError(f"archive_earlier_run needs the lock {self.path!r}: call acquire() first")
+        try:
+            names = sorted(e.name for e in os.scandir(self.folder)
+                           if e.is_file(follow_symlinks=False) and any(fnmatch.fnmatchcase(e.name, p) for p in patterns))
+        except OSError as err:
+            raise RuntimeError(f"cannot list the output folder {self.folder!r}: {err.strerror or err}") from None
+        if not names:
+            return None
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        parent = os.path.join(self.folder, EARLIER_RUNS)
+        os.makedirs(parent, exist_ok=True)
+        for n in range(1000):
+            target = os.path.join(parent, stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                os.mkdir(target)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RuntimeError(f"cannot make a new folder for the earlier run's files under {parent!r}")
+        moved = []
+        try:
+            for name in names:
+                os.rename(os.path.join(self.folder, name), os.path.join(target, name))
+                moved.append(name)
+        except OSError as err:
+            raise RuntimeError(
+                f"cannot move the earlier run's {name!r} from {self.folder!r} into {target!r}: {err.strerror or err} "
+                f"(moved so far: {moved}); nothing was deleted"
+            ) from None
+        finally:
+            for folder in (target, self.folder):
+                _fsync_dir(folder)
+        warnings.warn(
+            f"the output folder {self.folder!r} held an earlier run's files {names}: this fresh training moved them "
+            f"into {target!r} (to continue that run instead, move them back and run with configs/resume.json)",
+            stacklevel=2,
+        )
+        return target
 
     def release(self) -> None:
         """Delete the lock file and drop the lock (does nothing when not held; a forked child never releases)."""
