@@ -19,14 +19,15 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from monai.visualize import GradCAM
+from monai.visualize import GradCAM, ModelWithHooks
 
+from monai_dpaat.atomic_io import atomic_write
 from monai_dpaat.attacks.base import restore_model_state
 from monai_dpaat.data.ham10000 import read_ham10000_metadata
 from monai_dpaat.utils import load_weights
@@ -80,28 +81,48 @@ def find_target_layer(network: nn.Module, target_layer: str | None = None) -> st
 
 @contextlib.contextmanager
 def _preserved(network: nn.Module):
-    """Put back parameters' ``.grad``, train/eval flags, buffers and forward/backward hooks (and the
-    ``inplace`` flags MONAI's hook wrapper turns off) after the block."""
+    """Put back parameters' ``.grad``, train/eval flags, buffers (and the ``inplace`` flags Grad-CAM turns off on
+    its target layer) after the block. Hooks need no restoring: :func:`_layer_hooks` removes its own."""
     grads = [(p, p.grad) for p in network.parameters()]
-    hooks = [(m, set(m._forward_hooks), set(m._backward_hooks), getattr(m, "_is_full_backward_hook", None),
-              m.__dict__.get("inplace")) for m in network.modules()]
+    inplace = [(m, m.__dict__.get("inplace")) for m in network.modules()]
     try:
         with restore_model_state(network, "eval"):
             yield network
     finally:
         for p, g in grads:
             p.grad = g
-        for m, fwd, bwd, full, inplace in hooks:
-            for key in set(m._forward_hooks) - fwd:
-                del m._forward_hooks[key]
-                m.__dict__.get("_forward_hooks_with_kwargs", {}).pop(key, None)
-                m.__dict__.get("_forward_hooks_always_called", {}).pop(key, None)
-            for key in set(m._backward_hooks) - bwd:
-                del m._backward_hooks[key]
-            if hasattr(m, "_is_full_backward_hook"):
-                m._is_full_backward_hook = full
-            if inplace is not None:
-                m.__dict__["inplace"] = inplace
+        for m, flag in inplace:
+            if flag is not None:
+                m.__dict__["inplace"] = flag
+
+
+@contextlib.contextmanager
+def _layer_hooks(network: nn.Module, layer: str):
+    """MONAI's ``ModelWithHooks`` caching ``layer``'s output and its gradient, through hooks registered with torch's
+    public API and removed (by their ``RemovableHandle``) after the block.
+
+    The gradient comes from a hook on the layer's output tensor (registered by the forward hook), the same
+    ``grad_output[0]`` a full backward hook sees, so the module itself is left exactly as found (a full backward
+    hook would leave it marked as having one, and then refuse a later ``register_backward_hook``)."""
+    hooked = ModelWithHooks(network, layer, register_forward=False, register_backward=False)
+    hooked.register_forward = hooked.register_backward = True
+    module = hooked.get_layer(layer)
+    keep_activation, keep_gradient = hooked.forward_hook(layer), hooked.backward_hook(layer)
+
+    def forward_hook(mod, inputs, output):
+        keep_activation(mod, inputs, output)
+        first = output if isinstance(output, torch.Tensor) else next(
+            (o for o in output if isinstance(o, torch.Tensor)), None) if isinstance(output, (tuple, list)) else None
+        if first is not None and first.requires_grad:
+            first.register_hook(lambda grad: keep_gradient(mod, None, (grad,)))
+
+    if module.__dict__.get("inplace"):  # as MONAI does: an in-place target layer would overwrite its input
+        module.__dict__["inplace"] = False
+    handle = module.register_forward_hook(forward_hook)
+    try:
+        yield hooked
+    finally:
+        handle.remove()
 
 
 # ---------------------------------------------------------------------------------------------- maps
@@ -130,8 +151,8 @@ def gradcam_maps(
         if len(classes) != n:
             raise ValueError(f"class_idx must be an int or have one entry per image ({n}), got {len(classes)}")
     maps = []
-    with torch.inference_mode(False), torch.enable_grad(), _preserved(network):
-        cam = GradCAM(nn_module=network, target_layers=layer, postprocessing=lambda m: m)
+    with torch.inference_mode(False), torch.enable_grad(), _preserved(network), _layer_hooks(network, layer) as hooked:
+        cam = GradCAM(nn_module=hooked, target_layers=layer, postprocessing=lambda m: m)
         for i in range(n):
             x = images[i:i + 1].detach().clone().requires_grad_(True)
             maps.append(cam(x, class_idx=classes[i]).detach().float())
@@ -264,17 +285,11 @@ def _figure_rgb(fig) -> np.ndarray:
     return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1))
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """:func:`monai_dpaat.atomic_io.atomic_write`, creating the folder first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, write)
 
 
 def save_gradcam_grid(
@@ -288,7 +303,7 @@ def save_gradcam_grid(
 ) -> Path:
     """Write the comparison grid (see :func:`gradcam_figure`) as a PNG, atomically. Returns the path."""
     fig = gradcam_figure(images, cams, masks, energies, row_titles)
-    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return _atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def log_gradcam_grid(
@@ -567,7 +582,7 @@ def gradcam_cli(
     summary = {"image_ids": ids, "dx": dx, "target_layers": {k: find_target_layer(nets[k], layers[k]) for k in nets},
                "energy_in_mask": means,
                "energy_in_mask_per_image": {k: [v if v == v else None for v in vs] for k, vs in energies.items()}}
-    js = _atomic_write(out / "gradcam_energy.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    js = _atomic_write(out / "gradcam_energy.json", lambda f: f.write(json.dumps(summary, indent=2).encode("utf-8")))
     tb_dir = None
     if tensorboard:
         tb_dir = out / "tensorboard"

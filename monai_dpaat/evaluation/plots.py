@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_bytes, ensure_output_dir
 from .metrics import METRIC_TITLES
 from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
@@ -48,9 +49,10 @@ def png_bytes(fig: Any) -> bytes:
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Render ``fig`` to PNG bytes and write them atomically to ``path``."""
-    from .report import atomic_write_bytes
-
-    return atomic_write_bytes(path, png_bytes(fig))
+    data = png_bytes(fig)
+    path = Path(path)
+    ensure_output_dir(path.parent)
+    return atomic_write_bytes(path, data)
 
 
 _SHORT = {"accuracy": "Accuracy (%)", "map": "mAP / mARP", "dice": "Dice", "iou": "Mean IoU", "loss": "Mean loss",

@@ -34,6 +34,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_bytes as _atomic_write_bytes
+from ..atomic_io import ensure_output_dir, fsync_dir, new_file
+from . import plots as P
 from .metrics import CLASSIFICATION_METRICS, METRIC_TITLES, SEGMENTATION_METRICS
 from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
@@ -62,65 +65,13 @@ PLOT_METRICS = {"classification": ("accuracy", "map"), "segmentation": ("dice", 
 
 
 # ---------------------------------------------------------------------------------------------- atomic I/O
-def ensure_output_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (with parents) and check it is a writable folder; raises ``ValueError`` otherwise."""
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {str(out)!r} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"output_dir {str(out)!r} cannot be created: {err.strerror or err}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"output_dir {str(out)!r} is not writable")
-    return out
-
-
-def _new_file(path: Path) -> int:
-    """Create ``path`` (it must not exist) for writing with mode ``0666 & ~umask``, as ``open()`` would:
-    ``tempfile.mkstemp`` makes ``0600`` files, which other users (a web server, a group) cannot read."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in folder ``path`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # file systems that cannot sync folders
-            raise
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``; the file gets
-    mode ``0666 & ~umask``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``
+    (:func:`monai_dpaat.atomic_io.atomic_write`); the folder is created if missing (see
+    :func:`ensure_output_dir`) and the file gets mode ``0666 & ~umask``."""
     path = Path(path)
     ensure_output_dir(path.parent)
-    while True:
-        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-        try:
-            fd = _new_file(tmp)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return _atomic_write_bytes(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -257,7 +208,7 @@ def recover_output_dir(path: str | os.PathLike) -> None:
             pid = rest.partition("-")[0]
             if (not pid.isdigit() or not _pid_alive(int(pid))) and _only_report_files(Path(entry.path)):
                 shutil.rmtree(entry.path, ignore_errors=True)
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 def _only_report_files(folder: Path) -> bool:
@@ -302,7 +253,7 @@ def _swap_in(stage: Path, out: Path, old_names: set[str]) -> None:
     Only the old set's files (``old_names``) are deleted: an old folder that something else has written into
     meanwhile is left in place, with a warning.
     """
-    _fsync_dir(stage)
+    fsync_dir(stage)
     cwd = _cwd_inside(out)
     if _exchange(stage, out):
         old = stage  # the exchange left the old folder at the staging path
@@ -318,7 +269,7 @@ def _swap_in(stage: Path, out: Path, old_names: set[str]) -> None:
         with contextlib.suppress(OSError):
             os.chdir(cwd if os.path.isdir(cwd) else out)
     try:
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         for name in os.listdir(old):
             if name in old_names or _REPORT_TMP.fullmatch(name):
                 os.unlink(old / name)
@@ -637,7 +588,7 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
 def _write_new(path: Path, data: str | bytes) -> str:
     """Write a file that does not exist yet (into a private staging folder: no temporary file needed) and
     return its name; :func:`_swap_in` syncs the folder once."""
-    fd = _new_file(path)
+    fd = new_file(path)
     with os.fdopen(fd, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
@@ -664,8 +615,6 @@ def _write_report_files(results: Mapping[str, RobustnessResult], tables: Mapping
     images: list[str] = []
     task = next(iter(results.values())).task
     if plots:
-        from . import plots as P
-
         for metric in PLOT_METRICS[task]:
             if metric in tables:
                 fig = P.figure_metric_by_attack(tables[metric], metric)

@@ -26,8 +26,6 @@ import logging
 import numbers
 import os
 import re
-import stat
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,18 +38,10 @@ from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping
 from monai.handlers import EarlyStopHandler
 from monai.utils import is_scalar
 
+from monai_dpaat.atomic_io import atomic_write
+
 __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "ResumableEarlyStopHandler", "TrainingData",
            "entries_saved_in"]
-
-
-def _fsync_dir(folder: str | os.PathLike) -> None:
-    """Make a rename in ``folder`` durable (best effort: not every OS/file system can fsync a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class AtomicDiskSaver(DiskSaver):
@@ -80,21 +70,8 @@ class AtomicDiskSaver(DiskSaver):
             return
         name = self.filename or filename
         path = self.dirname / name
-        # a hidden *.tmp name: no loader or glob of checkpoints picks up a half-written file
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.dirname)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f, **self.kwargs)
-                f.flush()
-                os.fsync(f.fileno())
-            # mkstemp makes it owner-only; add group/other read as ignite does, before it takes the final name
-            os.chmod(tmp, os.stat(tmp).st_mode | stat.S_IRGRP | stat.S_IROTH)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-        _fsync_dir(self.dirname)
+        # a hidden *.tmp name: no loader or glob of checkpoints picks up a half-written file; mode 0666 & ~umask
+        atomic_write(path, lambda f: torch.save(checkpoint, f, **self.kwargs))
         retired, self._retired = self._retired, []
         for old in retired:
             if old != name:  # the one just written replaced it in place

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import errno
 import fnmatch
@@ -13,6 +14,8 @@ import socket
 import sys
 import warnings
 from typing import Any
+
+from monai_dpaat.atomic_io import fsync_dir
 
 try:
     import fcntl
@@ -32,16 +35,8 @@ _HELD: dict[str, RunLock] = {}
 
 def _fsync_dir(folder: str) -> None:
     """Make renames in ``folder`` durable (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        fsync_dir(folder)
 
 
 def _boot_id() -> str | None:
