@@ -138,9 +138,6 @@ def parse_eps_list(eps: Any, flag: str = "--eps") -> list[float] | None:
     return out
 
 
-#: budgets above this share of the data's value range are legal but rarely meant (the paper's largest is 8/255)
-LARGE_EPS_FRACTION = 64 / 255
-
 
 def check_eps_range(eps_list: Sequence[float] | None, value_range: float | None, flag: str = "--eps") -> None:
     """Budgets are in the data's units: one above the value range (1.0 for images scaled to [0, 1]) can only be a
@@ -148,11 +145,13 @@ def check_eps_range(eps_list: Sequence[float] | None, value_range: float | None,
     (z-scored volumes): only the attacks' own checks apply."""
     if not eps_list or value_range is None:
         return
+    from monai_dpaat.attacks.base import LARGE_BUDGET_FRACTION  # the attacks' own warning threshold (64/255)
+
     for e in eps_list:
         if e > value_range:
             raise CLIError(f"{flag} {e:g} is above the data's value range ({value_range:g}: the images are scaled to "
                            f"[0, {value_range:g}]); budgets are in pixel-value units, e.g. 8/255")
-        if e > LARGE_EPS_FRACTION * value_range:
+        if e > LARGE_BUDGET_FRACTION * value_range:
             logger.warning("%s %.4g is more than 64/255 of the data's value range [0, %g]: such a perturbation can "
                            "change what the image shows; was 8/255 meant?", flag, e, value_range)
 
