@@ -5,18 +5,18 @@
 ``engine._iteration`` so every MONAI handler, metric, postprocessing step and amp keep working.
 """
 
-from .amat import AMATIteration, prediction_correct
+from .amat import AMATIteration
 from .at import ATIteration, SATIteration
 from .base import AdversarialIteration, NonFiniteLossError, PerSampleEpsilonMixin, StandardIteration
 from .dpaat import DPAATIteration, dpaat_epsilon_update
 from .factory import METHODS, build_iteration
-from .losses import SynchronizationLoss, symmetric_kl
-from .utils import AdvKeys, InfererNetwork, per_sample_losses, resolve_attack
+from .losses import symmetric_kl
+from .utils import AdvKeys, InfererNetwork, resolve_attack
 
 __all__ = [
     "NonFiniteLossError",
     "StandardIteration",
     "AdversarialIteration", "PerSampleEpsilonMixin", "ATIteration", "SATIteration", "AMATIteration",
-    "DPAATIteration", "METHODS", "build_iteration", "dpaat_epsilon_update", "prediction_correct",
-    "SynchronizationLoss", "symmetric_kl", "AdvKeys", "InfererNetwork", "per_sample_losses", "resolve_attack",
+    "DPAATIteration", "METHODS", "build_iteration", "dpaat_epsilon_update",
+    "symmetric_kl", "AdvKeys", "InfererNetwork", "resolve_attack",
 ]

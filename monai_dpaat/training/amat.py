@@ -8,43 +8,16 @@ from typing import Any
 
 import torch
 
-from monai.metrics import compute_dice
-from monai.networks.utils import eval_mode, one_hot
+from monai.networks.utils import eval_mode
 
 from monai_dpaat.attacks import PGDL2
 
 from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
-from .utils import AdvKeys, attack_network, first_output
+from monai_dpaat.conventions import per_sample_correct, primary_output
 
-__all__ = ["AMATIteration", "prediction_correct"]
+from .utils import AdvKeys, attack_network
 
-
-def prediction_correct(pred: Any, targets: torch.Tensor, dice_threshold: float = 0.5) -> torch.Tensor:
-    """``(N,)`` bool: whether each sample is still "correct".
-
-    - classification ``(N, K)`` logits: arg-max equals the label (``targets`` ``(N,)``, ``(N, 1)`` or one-hot
-      ``(N, K)``); one output channel: ``logit > 0`` equals the 0/1 label.
-    - segmentation ``(N, K, *spatial)``: mean foreground Dice of the arg-max (``K = 1``: ``logit > 0``)
-      against ``targets`` (indices ``(N, 1, *spatial)`` or one-hot) is ``>= dice_threshold``.
-      AMAT's authors use the clean model's mean Dice as the threshold; pass it here.
-    """
-    p = first_output(pred).detach()
-    n, k = p.shape[0], p.shape[1]
-    if p.ndim == 2:
-        t = targets.detach()
-        if t.ndim == 2 and t.shape[1] == k and k > 1:
-            t = t.argmax(1)
-        t = t.reshape(n).long()
-        guess = (p[:, 0] > 0).long() if k == 1 else p.argmax(1)
-        return guess == t
-    classes = max(k, 2)
-    guess = (p > 0).long() if k == 1 else p.argmax(1, keepdim=True)
-    t = targets.detach()
-    t = t.argmax(1, keepdim=True) if (t.shape[1] == k and k > 1) else t.reshape(n, 1, *p.shape[2:])
-    dice = compute_dice(
-        one_hot(guess, classes), one_hot(t.long(), classes), include_background=False, ignore_empty=False
-    )
-    return torch.nan_to_num(dice, nan=1.0).mean(1) >= dice_threshold
+__all__ = ["AMATIteration"]
 
 
 def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -77,8 +50,8 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         alpha_fraction: attack step as a fraction of ``eps_i``; default the attack's alpha / eps.
         refine_steps: ``R`` above; 1 takes the full ``||delta||``. Default 4.
         norm: ``"linf"`` or ``"l2"`` for the perturbation size; default from the attack (L2 for ``PGDL2``).
-        dice_threshold: segmentation "correct" threshold (see :func:`prediction_correct`).
-        correct_function: optional ``(pred, target) -> (N,) bool`` replacing :func:`prediction_correct`.
+        dice_threshold: segmentation "correct" threshold (see :func:`~monai_dpaat.conventions.per_sample_correct`).
+        correct_function: optional ``(pred, target) -> (N,) bool`` replacing :func:`~monai_dpaat.conventions.per_sample_correct`.
 
     Logged: ``loss_clean``, ``loss_adv``, ``eps_mean/min/max`` of the batch, ``attack_success`` (fraction
     of clean-correct samples whose adversarial example flipped). ``state_dict()``: ``{"epsilon": (num_samples,)}``.
@@ -140,7 +113,7 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
     def is_correct(self, pred: Any, targets: Any) -> torch.Tensor:
         if self.correct_function is not None:
             return torch.as_tensor(self.correct_function(pred, targets)).reshape(-1).bool()
-        return prediction_correct(pred, targets, self.dice_threshold)
+        return per_sample_correct(pred, targets, self.dice_threshold)
 
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
         pred_adv = self.adversarial_forward(engine, step)
@@ -152,7 +125,7 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             sub = [p[sel] for p in pred_adv] if isinstance(pred_adv, (list, tuple)) else pred_adv[sel]
             loss_adv = loss_function(sub, targets[sel]).mean()
         else:
-            loss_adv = first_output(pred_adv).sum() * 0.0
+            loss_adv = primary_output(pred_adv).sum() * 0.0
         flipped = clean_ok & ~adv_ok
         step.update(clean_ok=clean_ok, flipped=flipped, size=self._found_size(engine, step, flipped))
         self.publish(

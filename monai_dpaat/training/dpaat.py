@@ -10,7 +10,9 @@ import torch
 
 from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
 from .losses import symmetric_kl
-from .utils import AdvKeys, all_reduce_sum, first_output, per_sample_losses
+from monai_dpaat.conventions import per_sample_losses, primary_output
+
+from .utils import AdvKeys, all_reduce_sum
 
 __all__ = ["DPAATIteration", "dpaat_epsilon_update"]
 
@@ -57,7 +59,7 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
        step ``alpha_i = alpha_fraction * eps_i`` -> ``x_adv``;
     2. total loss ``L_clean + L_adv + lambda_sync * L_sync``; ``L_sync`` is the symmetric KL between the
        softmax (sigmoid for one channel) outputs on ``x`` and ``x_adv``, per pixel for segmentation
-       (:class:`~monai_dpaat.training.losses.SynchronizationLoss`); ``L_clean``/``L_adv`` are the trainer's
+       (:func:`~monai_dpaat.training.losses.symmetric_kl`); ``L_clean``/``L_adv`` are the trainer's
        ``loss_function``;
     3. per-sample loss changes ``dL_i = L(x_adv_i) - L(x_i)`` (the trainer loss per sample: a mean over
        pixels/voxels for segmentation); the criterion ``mu`` is the batch mean of ``dL``, all-reduced over
@@ -91,7 +93,7 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             BatchNorm's convention).
         index_key: batch key with the sample ids.
         sample_loss_function: optional ``(pred, target) -> (N, ...)`` per-sample loss for ``dL``; default: the
-            trainer's loss on each sample (see :func:`~monai_dpaat.training.utils.per_sample_losses`).
+            trainer's loss on each sample (see :func:`~monai_dpaat.conventions.per_sample_losses`).
 
     Logged per iteration: ``loss_clean``, ``loss_adv``, ``loss_sync`` (computed without grad when
     ``sync_loss=False``), ``eps_mean/min/max`` of the batch, ``fragile_fraction`` (this rank's samples with
@@ -177,10 +179,10 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         loss_clean = loss_function(pred, targets).mean()
         loss_adv = loss_function(pred_adv, targets).mean()
         if self.sync_loss:
-            loss_sync = symmetric_kl(first_output(pred), first_output(pred_adv)).mean()
+            loss_sync = symmetric_kl(primary_output(pred), primary_output(pred_adv)).mean()
         else:
             with torch.no_grad():
-                loss_sync = symmetric_kl(first_output(pred), first_output(pred_adv)).mean()
+                loss_sync = symmetric_kl(primary_output(pred), primary_output(pred_adv)).mean()
         total = loss_clean + loss_adv + (self.lambda_sync * loss_sync if self.sync_loss else 0.0)
 
         # dL_i = L(x_adv_i) - L(x_i), detached; its global batch mean is the fragile/stable criterion

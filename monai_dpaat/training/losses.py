@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.modules.loss import _Loss
 
-from monai.utils import LossReduction
-
-__all__ = ["SynchronizationLoss", "symmetric_kl"]
+__all__ = ["symmetric_kl"]
 
 
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -23,8 +20,13 @@ def _log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Per-sample symmetric KL ``0.5 * (KL(p||q) + KL(q||p)) = 0.5 * sum_k (p_k - q_k)(log p_k - log q_k)``,
+    """DPAAT's ``L_sync`` per sample: the symmetric KL ``0.5 * (KL(p||q) + KL(q||p)) = 0.5 * sum_k (p_k - q_k)(log p_k - log q_k)``,
     ``p = softmax(a)``, ``q = softmax(b)`` over channels, averaged over pixels/voxels.
+
+    The paper (eq. 11, symbols lost in extraction) calls it "a symmetrical log-probability function" of the
+    softmax outputs of ``x`` and ``x_adv`` that avoids vanishing gradients; the factor 0.5 makes it equal the
+    ordinary KL for small differences (both directions agree to second order), so ``lambda = 0.5`` keeps the
+    paper's weighting scale. Gradients flow into both arguments ("mutual supervision").
 
     Args:
         logits_a, logits_b: ``(N, K)`` or ``(N, K, *spatial)`` raw network outputs (``K = 1``: sigmoid).
@@ -38,31 +40,3 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     la, lb = _log_probs(logits_a.float()), _log_probs(logits_b.float())
     per_elem = 0.5 * ((la.exp() - lb.exp()) * (la - lb)).sum(dim=1)  # (N, *spatial)
     return per_elem.reshape(per_elem.shape[0], -1).mean(dim=1)
-
-
-class SynchronizationLoss(_Loss):
-    """DPAAT's ``L_sync`` between outputs on ``x`` and ``x_adv``.
-
-    The paper (eq. 11, symbols lost in extraction) calls it "a symmetrical log-probability function" of
-    the softmax outputs of ``x`` and ``x_adv`` that avoids vanishing gradients; we use the symmetric
-    Kullback-Leibler divergence with a factor 0.5, so that for small differences it equals the ordinary
-    KL (both directions agree to second order) and ``lambda = 0.5`` keeps the paper's weighting scale.
-    Gradients flow into both arguments ("mutual supervision").
-    Segmentation outputs are compared per pixel/voxel and averaged.
-
-    Args:
-        reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for the ``(N,)`` values.
-
-    Shapes: ``forward(logits_clean, logits_adv)``, both ``(N, K[, *spatial])``.
-    """
-
-    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
-
-    def forward(self, logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-        per_sample = symmetric_kl(logits_clean, logits_adv)
-        if self.reduction == LossReduction.MEAN.value:
-            return per_sample.mean()
-        if self.reduction == LossReduction.SUM.value:
-            return per_sample.sum()
-        return per_sample

@@ -1,5 +1,6 @@
-"""Helpers shared by the adversarial training iterations: attack resolution, batch unpacking, sample
-ids, per-sample losses, the inferer-as-module wrapper and the ``torch.distributed`` reductions."""
+"""Helpers shared by the adversarial training iterations: attack resolution, the engine's batch unpacking,
+sample ids, the network the attack differentiates and the ``torch.distributed`` reductions (the rules shared
+with attacks and evaluation, such as per-sample losses, live in :mod:`monai_dpaat.conventions`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.utils import evenly_divisible_all_gather
 from monai.utils.dist import get_dist_device
 
 from monai_dpaat.attacks import PGD, Attack, build_attack
+from monai_dpaat.conventions import plain_tensor
 from monai_dpaat.networks.inferer_network import InfererNetwork
 
 __all__ = [
@@ -23,8 +23,6 @@ __all__ = [
     "resolve_attack",
     "unpack_batch",
     "batch_indices",
-    "per_sample_losses",
-    "first_output",
     "InfererNetwork",
     "distributed_ready",
     "all_reduce_sum",
@@ -84,11 +82,7 @@ def unpack_batch(engine: Any, batchdata: Any) -> tuple[torch.Tensor, Any, tuple,
         args, kwargs = (), {}
     else:
         inputs, targets, args, kwargs = batch
-    if isinstance(inputs, MetaTensor):
-        inputs = inputs.as_tensor()
-    if isinstance(targets, MetaTensor):
-        targets = targets.as_tensor()
-    return inputs, targets, tuple(args or ()), dict(kwargs or {})
+    return plain_tensor(inputs), plain_tensor(targets), tuple(args or ()), dict(kwargs or {})
 
 
 def batch_indices(batchdata: Any, key: str, num_samples: int, batch_size: int) -> torch.Tensor:
@@ -116,72 +110,6 @@ def batch_indices(batchdata: Any, key: str, num_samples: int, batch_size: int) -
             f"min {int(idx.min())}, max {int(idx.max())}"
         )
     return idx
-
-
-def first_output(pred: Any) -> torch.Tensor:
-    """The full-resolution output of a network that may return a deep-supervision list."""
-    return pred[0] if isinstance(pred, (list, tuple)) else pred
-
-
-def _slice(x: Any, i: int) -> Any:
-    if isinstance(x, (list, tuple)):
-        return type(x)(_slice(v, i) for v in x)
-    if isinstance(x, torch.Tensor) and x.ndim > 0:
-        return x[i : i + 1]
-    return x
-
-
-def _vectorized_sample_losses(loss_function: Callable, pred: Any, targets: Any) -> torch.Tensor | None:
-    """Exact one-call ``(N,)`` per-sample losses for torch's mean-reduced, unweighted ``CrossEntropyLoss``
-    (class-index targets, ``ignore_index`` honoured) and ``BCEWithLogitsLoss``; None for anything else."""
-    if not isinstance(pred, torch.Tensor) or not isinstance(targets, torch.Tensor) or pred.ndim < 2:
-        return None
-    n = pred.shape[0]
-    if type(loss_function) is torch.nn.CrossEntropyLoss and loss_function.weight is None:
-        if loss_function.reduction != "mean" or targets.is_floating_point() or targets.shape != (n, *pred.shape[2:]):
-            return None
-        per = F.cross_entropy(
-            pred, targets, reduction="none", ignore_index=loss_function.ignore_index,
-            label_smoothing=loss_function.label_smoothing,
-        ).reshape(n, -1)
-        keep = (targets != loss_function.ignore_index).reshape(n, -1).to(per.dtype)
-        return (per * keep).sum(1) / keep.sum(1)
-    if type(loss_function) is torch.nn.BCEWithLogitsLoss:
-        if loss_function.weight is not None or loss_function.pos_weight is not None:
-            return None
-        if loss_function.reduction != "mean" or targets.shape != pred.shape:
-            return None
-        per = F.binary_cross_entropy_with_logits(pred, targets.to(pred.dtype), reduction="none")
-        return per.reshape(n, -1).mean(1)
-    return None
-
-
-@torch.no_grad()
-def per_sample_losses(
-    loss_function: Callable, pred: Any, targets: Any, sample_loss_function: Callable | None = None
-) -> torch.Tensor:
-    """Detached ``(N,)`` loss of every sample.
-
-    With ``sample_loss_function`` (returns ``(N,)`` or ``(N, ...)``, e.g. ``CrossEntropyLoss(reduction="none")``)
-    the result is its mean over all but the batch dim. torch's unweighted ``CrossEntropyLoss`` and
-    ``BCEWithLogitsLoss`` are computed in one vectorised call. Otherwise ``loss_function`` (the trainer's,
-    e.g. ``DiceCELoss``) is called on each one-sample slice, which is exact for any batch-mean loss and
-    costs N small calls (about a millisecond for N = 32 on CPU).
-    For segmentation the per-sample loss is then the trainer loss on that image: a mean over its pixels/voxels.
-    """
-    n = first_output(pred).shape[0]
-    if sample_loss_function is not None:
-        out = torch.as_tensor(sample_loss_function(pred, targets))
-        if out.ndim == 0 or out.shape[0] != n:
-            raise ValueError(
-                f"sample_loss_function must return (N,) or (N, ...) with N={n}, got shape {tuple(out.shape)}"
-            )
-        return out.reshape(n, -1).float().mean(1).detach()
-    fast = _vectorized_sample_losses(loss_function, pred, targets)
-    if fast is not None:
-        return fast.float()
-    losses = [torch.as_tensor(loss_function(_slice(pred, i), _slice(targets, i))).float().mean() for i in range(n)]
-    return torch.stack(losses)
 
 
 def unwrap_parallel(network: torch.nn.Module) -> torch.nn.Module:
