@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["checkpoint_dict", "latest_checkpoint", "resume_checkpoint", "read_checkpoint", "check_checkpoint",
-           "load_weights", "check_overrides"]
+           "load_weights", "check_overrides", "check_override_keys", "config_file_list",
+           "UnsafeConfigError", "check_config_is_safe", "TRUSTED_PACKAGES", "check_device",
+           "check_writable_dir", "bundle_config_files", "run_bundle"]
 
 
 def checkpoint_dict(**items: Any) -> dict[str, Any]:
@@ -231,20 +239,26 @@ def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = 
 _RUN_ARGS = ("run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file")
 
 
+def config_file_list(value: Any) -> list[str]:
+    """The config files of a ``--config_file`` value: a path, a list of paths, fire's list syntax
+    (``"['configs/train.json','configs/quick.json']"``) or a comma-separated string."""
+    if isinstance(value, (list, tuple)):
+        return [str(f) for f in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        text = text.strip("[]")
+    return [f.strip().strip("'\"") for f in text.split(",") if f.strip().strip("'\"")]
+
+
 def check_overrides(argv: list[str] | None = None, config_file: Any = None) -> None:
     """Raise ``ValueError`` when a ``--key value`` override of ``python -m monai.bundle run`` names no id of
     the bundle's configs (a misspelled key would otherwise be added silently and ignored).
 
     Meant for a bundle's ``"initialize"`` list: ``"$monai_dpaat.utils.check_overrides()"``. Reads ``sys.argv``
     (does nothing when it holds no ``--config_file``, e.g. a ``ConfigWorkflow`` built in Python) and the
-    config files named there (or ``config_file``: a path or list of paths). Nested ids (``train#trainer#max_epochs``)
-    must exist down to their last part's parent; the last part may be new only where the parent is a
-    ``_target_`` component (an extra constructor argument).
+    config files named there (or ``config_file``: a path or list of paths); see :func:`check_override_keys`.
     """
-    import difflib
     import sys
-
-    from monai.bundle import ConfigParser
 
     args = list(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, Any] = {}
@@ -261,17 +275,22 @@ def check_overrides(argv: list[str] | None = None, config_file: Any = None) -> N
     files = config_file if config_file is not None else overrides.get("config_file")
     if files is None:
         return
-    if isinstance(files, str):
-        text = files.strip()
-        if text.startswith("["):  # fire's list syntax: "['configs/train.json','configs/quick.json']"
-            files = [f.strip().strip("'\"") for f in text.strip("[]").split(",") if f.strip()]
-        else:
-            files = [text]
-    config = ConfigParser.load_config_files(list(files))
+    check_override_keys([k for k in overrides if k not in _RUN_ARGS], config_file_list(files))
+
+
+def check_override_keys(keys: Sequence[str], config_file: Any, what: str = "override --{key}") -> None:
+    """Raise ``ValueError`` naming the first of ``keys`` that is no id of the merged ``config_file`` (a path or a
+    list of paths), with the closest ids. Nested ids (``train#trainer#max_epochs``) must exist down to their last
+    part's parent; the last part may be new only where the parent is a ``_target_`` component (an extra
+    constructor argument). ``what`` says where the key came from (``{key}`` is filled in)."""
+    import difflib
+
+    from monai.bundle import ConfigParser
+
+    files = config_file_list(config_file)
+    config = ConfigParser.load_config_files(files)
     known = sorted(str(k) for k in config)
-    for key in overrides:
-        if key in _RUN_ARGS:
-            continue
+    for key in keys:
         parts = key.split("#")
         node: Any = config
         for depth, part in enumerate(parts):
@@ -288,6 +307,243 @@ def check_overrides(argv: list[str] | None = None, config_file: Any = None) -> N
                 close = difflib.get_close_matches(part, options, n=3)
                 hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
                 raise ValueError(
-                    f"unknown config key {key!r} (override --{key}): {part!r} is not an id at {where} of "
+                    f"unknown config key {key!r} ({what.format(key=key)}): {part!r} is not an id at {where} of "
                     f"{[str(f) for f in files]}{hint}"
                 )
+
+
+# ---------------------------------------------------------------------------------------------- checks before work
+def check_device(device: Any, flag: str = "--device") -> Any:
+    """``torch.device(device)``, refusing one this machine does not have (before any work, not in the first batch)."""
+    import torch
+
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"{flag} {device!r} is not a device (cpu, cuda, cuda:0, ...): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {device!r}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{flag} {device!r}: no MPS (Apple GPU) device is usable here "
+                         "(torch.backends.mps.is_available() is False); use --device cpu")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except Exception as err:  # mps/xpu/... builds raise different types, some with a dispatcher dump
+            first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            first = first.split(". ")[0][:200]  # "Could not run '...' with arguments from the 'X' backend"
+            raise ValueError(f"{flag} {device!r} is not usable here: {first}") from None
+    return dev
+
+
+def check_writable_dir(path: Any, flag: str = "--output_dir") -> Path:
+    """Check, before any work, that ``path`` is a folder that can be written, or can be created: a probe file is
+    written to it (or to its nearest existing parent) and removed; a broken symlink, a symlink loop or a file in
+    the way is named. Creates nothing; raises ``ValueError`` (``flag`` names the setting in messages)."""
+    if path is None or str(path).strip() == "":
+        raise ValueError(f"{flag} is empty; give a folder (a new one, or a previous report's)")
+    out = Path(str(path)).expanduser()
+    if os.path.islink(out) and not os.path.exists(out):  # a dangling link or a loop: Path.exists() says False
+        try:
+            os.stat(out)
+        except OSError as err:
+            why = "is a symlink loop" if err.errno == errno.ELOOP else f"is a broken symlink (to {os.readlink(out)!r})"
+        else:
+            why = "is a symlink that cannot be followed"
+        raise ValueError(f"output_dir {str(out)!r} {why} ({flag})")
+    try:
+        os.stat(out)
+    except OSError as err:  # a loop or a broken link further up the path, a permission error...
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):  # missing, or under a file: said below
+            pass
+        else:
+            raise ValueError(f"output_dir {str(out)!r} cannot be used: {err.strerror or err} ({flag})") from None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} exists and is not a folder ({flag})")
+    target = out
+    while not os.path.lexists(target) and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} cannot be created: {str(target)!r} is not a folder ({flag})")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", suffix=".tmp", dir=target)
+        try:
+            os.write(fd, b"monai-dpaat write probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        what = "is not writable" if target == out else f"cannot be created in {str(target)!r}"
+        raise ValueError(f"output_dir {str(out)!r} {what}: {err.strerror or err} ({flag})") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- running bundles
+def bundle_config_files(bundle: Any, base: Sequence[str], extra: Any = None) -> list[Path]:
+    """``<bundle>/configs/<base>`` followed by the ``extra`` config files (a path, a list, fire's list syntax or a
+    comma-separated string), as ``monai.bundle run --config_file`` merges them. A relative extra path is taken
+    from the bundle folder when the file is there (``configs/quick.json``), else from the working directory."""
+    root = Path(str(bundle)).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"bundle folder {str(bundle)!r} does not exist")
+    files = []
+    for name in base:
+        if not (root / "configs" / name).is_file():
+            raise ValueError(f"bundle {str(bundle)!r} has no configs/{name}")
+        files.append(root / "configs" / name)
+    for item in config_file_list(extra) if extra is not None else []:
+        path = Path(item).expanduser()
+        path = root / path if not path.is_absolute() and (root / path).is_file() else path
+        if not path.is_file():
+            raise ValueError(f"config file {item!r} is neither in the bundle {str(bundle)!r} nor in the working "
+                           "directory")
+        files.append(path)
+    return files
+
+
+@contextlib.contextmanager
+def _as_bundle_command(files: Sequence[Path], overrides: Mapping[str, Any]) -> Iterator[None]:
+    """While a bundle runs in this process: ``sys.argv`` as ``python -m monai.bundle run`` would have it (the
+    bundle's ``initialize`` checks its overrides there, :func:`check_overrides`); afterwards the root logger's
+    level and handlers as they were (the bundle's ``logging.conf`` replaces them, bound to the streams of the
+    moment)."""
+    import logging
+
+    root = logging.getLogger()
+    saved_argv, saved_level, saved_handlers = sys.argv, root.level, list(root.handlers)
+    sys.argv = ["monai.bundle", "run", "--config_file", repr([str(f) for f in files]),
+                *(f"--{key}={value!r}" for key, value in overrides.items())]
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        for handler in [h for h in root.handlers if h not in saved_handlers]:
+            root.removeHandler(handler)
+        for handler in [h for h in saved_handlers if h not in root.handlers]:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+
+def run_bundle(files: Sequence[Path], overrides: Mapping[str, Any], prepare: Any = None) -> Any:
+    """``python -m monai.bundle run --config_file <files> --<key> <value> ...`` in this process (with the
+    ``sys.argv`` that command would have; the caller's logging set up is restored after it). ``overrides`` are
+    Python values (``{"train#trainer#max_epochs": 1}``); ``prepare``, if given, sees the initialized workflow
+    before its ``run``. Returns the finalized workflow."""
+    from monai.bundle import create_workflow
+
+    with _as_bundle_command(files, overrides):
+        workflow = create_workflow(config_file=[str(f) for f in files], **overrides)
+        if prepare is not None:
+            prepare(workflow)
+        workflow.run()
+        workflow.finalize()
+    return workflow
+
+
+# ---------------------------------------------------------------------------------------------- untrusted configs
+class UnsafeConfigError(ValueError):
+    """A config given as data (a CLI ``--network`` file, a Grad-CAM model spec) would run code (``$``, ``%``, a
+    ``_target_`` outside the trusted packages) and the user did not vouch for it (``--trust_config``)."""
+
+
+#: packages a config given as data may build from (unless the user vouches for it)
+TRUSTED_PACKAGES = ("torch", "torchvision", "monai", "monai_dpaat")
+#: where network factory functions live; other functions of the trusted packages (torch.hub.load, torch.save,
+#: monai.bundle.run, monai.utils.instantiate...) run code or write files, so only these and nn.Module classes pass
+NETWORK_FACTORY_MODULES = ("monai.networks.nets", "monai_dpaat.networks", "torchvision.models")
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _in(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _check_target(target: Any, where: str) -> None:
+    """Refuse a ``_target_`` that is not an ``nn.Module`` class or a network factory of :data:`TRUSTED_PACKAGES`
+    (resolved as MONAI resolves it, before importing anything outside those packages)."""
+    import pydoc
+
+    import torch
+
+    if not isinstance(target, str) or not _DOTTED_NAME.fullmatch(target):
+        raise UnsafeConfigError(f"{where}: _target_ must be a name such as 'monai.networks.nets.UNet', got {target!r}")
+    full = target
+    if "." not in target:  # MONAI looks bare names up among the monai modules already imported
+        from monai.bundle.config_item import ComponentLocator
+
+        module = ComponentLocator().get_component_module_name(target)
+        if not isinstance(module, str):
+            raise ValueError(f"{where}: _target_ {target!r} " + ("is not a MONAI component" if module is None else
+                             f"is ambiguous ({module}); write the full dotted name"))
+        full = f"{module}.{target}"
+    refusal = (f"{where}: _target_ {target!r} is not a torch.nn.Module class or a network factory "
+               f"({', '.join(NETWORK_FACTORY_MODULES)}) of {', '.join(TRUSTED_PACKAGES)}; configs given on the "
+               "command line build nothing else (it could run code); pass --trust_config to build it anyway "
+               "(only for files you trust)")
+    if full.split(".")[0] not in TRUSTED_PACKAGES:  # checked before importing anything
+        raise UnsafeConfigError(refusal)
+    obj = pydoc.locate(full)
+    if obj is None:
+        raise ValueError(f"{where}: _target_ {target!r} cannot be imported")
+    module = getattr(obj, "__module__", None) or ""  # the defining module: 'torch.os.system' is os.system
+    is_module_class = isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+    is_factory = callable(obj) and _in(module, NETWORK_FACTORY_MODULES)
+    if not (_in(module, TRUSTED_PACKAGES) and (is_module_class or is_factory)):
+        raise UnsafeConfigError(refusal)
+
+
+def check_config_is_safe(config: Any, root: str = "", source: str = "config", what: str = "config",
+                         prefix: str = "") -> None:
+    """Refuse, with :class:`UnsafeConfigError` naming ``source`` and the key, a MONAI config whose item ``root``
+    (``""``: all of it) would run code when parsed: a ``$`` expression, a ``%`` macro (it pulls in another file),
+    ``_mode_: debug`` or a ``_target_`` that is not an ``nn.Module`` class / network factory of the trusted
+    packages (:data:`TRUSTED_PACKAGES`). ``@`` references are followed, so an expression elsewhere in the file
+    that the item uses is refused too; items it does not use are not looked at. ``prefix`` is prepended to key
+    names in messages."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    parser = ConfigParser(config)
+    todo, seen = [(ReferenceResolver.normalize_id(root), None)], set()
+    while todo:
+        item_id, used_by = todo.pop()
+        if item_id in seen:
+            continue
+        seen.add(item_id)
+        try:
+            node = parser[item_id]
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue  # a dangling reference: the parser reports it when the item is built
+        stack = [(item_id, node)]
+        while stack:
+            key, value = stack.pop()
+            used = f" (used by {prefix + used_by!r})" if used_by is not None else ""
+            where = f"{what} {source!r} key {prefix + key!r}{used}" if key else f"{what} {source!r}"
+            if isinstance(value, dict):
+                if "_target_" in value:
+                    _check_target(value["_target_"], where)
+                if value.get("_mode_", "default") not in ("default", "callable"):
+                    raise UnsafeConfigError(f"{where}: _mode_ {value['_mode_']!r} is not allowed in configs given "
+                                            "on the command line; pass --trust_config to allow it")
+                stack += [(f"{key}::{k}" if key else str(k), v) for k, v in value.items()]
+            elif isinstance(value, list):
+                stack += [(f"{key}::{i}" if key else str(i), v) for i, v in enumerate(value)]
+            elif isinstance(value, str):
+                try:
+                    text = ConfigParser.resolve_relative_ids(key, value)
+                except ValueError:
+                    text = value
+                if text.startswith("$"):
+                    raise UnsafeConfigError(f"{where} holds a '$' expression ({value[:60]!r}), which would run Python "
+                                            "code: configs given on the command line are not evaluated; pass "
+                                            "--trust_config to run it (only for files you trust)")
+                if text.startswith("%"):
+                    raise UnsafeConfigError(f"{where} holds a '%' macro ({value[:60]!r}), which pulls in content "
+                                            "that is not checked; pass --trust_config to expand it")
+                if text.startswith("@"):
+                    todo.append((text[1:], key))

@@ -3,33 +3,29 @@ real HAM10000 images (nv = 0 vs mel = 1, one image per lesion, 32x32) for the at
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
 import torch
 from torch import nn
 
+from monai_dpaat.data import ham10000_image_files, load_ham10000_image, read_ham10000_metadata
+
 
 def load_ham(data_dir, n_per_class, offset=0, size=32):
-    """``n_per_class`` nv (label 0) and mel (label 1) images, one per lesion, resized to ``size``."""
-    from PIL import Image
-
+    """``n_per_class`` nv (label 0) and mel (label 1) images of ``HAM10000_images_part_1``, one per lesion,
+    read and resized to ``size`` by the data package (:func:`monai_dpaat.data.load_ham10000_image`)."""
     root = data_dir / "ham10000"
-    img_dir = root / "HAM10000_images_part_1"
+    files = ham10000_image_files(root, "HAM10000_images_part_1")
     ids: dict[str, list[str]] = {"nv": [], "mel": []}
     seen = set()
-    with open(root / "HAM10000_metadata.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["dx"] in ids and row["lesion_id"] not in seen and (img_dir / f"{row['image_id']}.jpg").exists():
-                seen.add(row["lesion_id"])
-                ids[row["dx"]].append(row["image_id"])
+    for row in read_ham10000_metadata(root / "HAM10000_metadata.csv"):
+        if row["dx"] in ids and row["lesion_id"] not in seen and row["image_id"] in files:
+            seen.add(row["lesion_id"])
+            ids[row["dx"]].append(row["image_id"])
     xs, ys = [], []
     for label, dx in enumerate(("nv", "mel")):
         for image_id in sorted(ids[dx])[offset:offset + n_per_class]:
-            img = Image.open(img_dir / f"{image_id}.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
-            xs.append(np.asarray(img, dtype=np.float32) / 255.0)
+            xs.append(load_ham10000_image(files[image_id], size))
             ys.append(label)
-    return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys)
+    return torch.stack(xs), torch.tensor(ys)
 
 
 def tiny_cnn(out=2, dims=2):

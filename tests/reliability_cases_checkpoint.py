@@ -1,6 +1,7 @@
 """Bad-input rows for checkpoints and bundle output folders (run by ``test_reliability.py``): a resume that would
-train on another split, a folder of unreadable checkpoints, a checkpoint that records no training data, and a
-second training started in a bundle folder another live run is writing to."""
+train on another split, a folder of unreadable checkpoints, a checkpoint that records no training data, a
+second training started in a bundle folder another live run is writing to, and a ``--method`` override without
+its ``configs/methods`` file."""
 
 from __future__ import annotations
 
@@ -248,3 +249,18 @@ def _(ctx):
     root = _bundle_copy(ctx)
     return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
                        "--dataset_dir", str(ctx.tmp / "no_data_needed"), "--val_fraction", "0", "--max_epochs", "1")
+
+
+@case("bundle-method-override-names-the-method-file", RuntimeError, r"method 'at' does not match the iteration_update "
+      r"DPAATIteration \(method 'dpaat'\): a --method override does not change the training method; compose "
+      r"configs/methods/at\.json")
+def _(ctx):
+    root = _bundle_copy(ctx)
+
+    def after():
+        saved = sorted(str(p.relative_to(root)) for p in root.rglob("*.pt"))
+        assert not saved, f"the refused run saved {saved}"
+
+    # checked first thing in 'run' (with the folder's lock held), before the trainer is built or anything written
+    return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
+                       "--dataset_dir", str(ctx.data_dir / "ham10000"), "--method", "at"), after

@@ -91,6 +91,18 @@ def _small_cnn_config(**overrides) -> dict:
     return {"_target_": "monai_dpaat.networks.build_classifier", "name": "small_cnn", "num_classes": 2, **overrides}
 
 
+def _unet_2d(ctx, in_channels: int) -> tuple[str, str]:
+    """``(network config, checkpoint)`` of a small 2D MONAI UNet with one foreground channel (the CLI builds
+    segmentation networks from a config or a bundle only)."""
+    from monai.bundle import ConfigParser
+
+    config = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": in_channels,
+              "out_channels": 1, "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    torch.manual_seed(0)
+    torch.save(ConfigParser(config).get_parsed_content().state_dict(), ctx.tmp / "unet.pt")
+    return _json(ctx.tmp / "unet.json", config), str(ctx.tmp / "unet.pt")
+
+
 def _gradcam(ctx, *extra: str, models=None, output_dir=None) -> list[str]:
     ckpt = _cli_checkpoint(ctx)
     if models is None:
@@ -285,17 +297,13 @@ def _(ctx):
 @case("cli-3d-volume-into-2d-segmentation-network", CLIFailed, r"^exit 2: error: image '.*vol\.nii\.gz' is a 3D volume "
       r"of shape \(16, 16, 16\), but the network is 2D and takes \(C, H, W\) images")
 def _(ctx):
-    from monai_dpaat.cli import load_network
-
     rng = np.random.default_rng(0)
     volume = _nifti(ctx.tmp / "vol.nii.gz", rng.random((16, 16, 16)).astype(np.float32) + 1)
     label = _nifti(ctx.tmp / "lab.nii.gz", (rng.random((16, 16, 16)) > 0.5).astype(np.uint8))
     datalist = _json(ctx.tmp / "datalist.json", {"test": [{"image": str(volume), "label": str(label)}]})
-    ckpt = ctx.tmp / "unet.pt"
-    torch.save(load_network("unet", "segmentation", num_classes=1, in_channels=1).state_dict(), ckpt)
-    return _cli(*_robustness(ctx, task="segmentation", network="unet", checkpoint=str(ckpt), num_classes="1",
-                             in_channels="1", data=None, datalist=datalist, image_size=None, roi_size="16",
-                             hd95="False"))
+    net, ckpt = _unet_2d(ctx, in_channels=1)
+    return _cli(*_robustness(ctx, task="segmentation", network=net, checkpoint=ckpt, data=None, datalist=datalist,
+                             image_size=None, roi_size="16", hd95="False"))
 
 
 @case("cli-image-size-zero", CLIFailed, r"^exit 2: error: --image_size must be >= 1, got 0")
@@ -458,11 +466,68 @@ def _(ctx):  # found only when its batch is read: MONAI's "applying transform" R
       r"channels differ[^\n]*\n?$")
 def _(ctx):
     from reliability_table import _nuinsseg_root, _png
-    from monai_dpaat.cli import load_network
 
     root = _nuinsseg_root(ctx.tmp)
     _png(root / "liver" / "mask binary" / "a.png", mode="RGB", seed=3)
-    ckpt = ctx.tmp / "unet.pt"
-    torch.save(load_network("unet", "segmentation", num_classes=1, in_channels=3).state_dict(), ckpt)
-    return _cli(*_robustness(ctx, task="segmentation", network="unet", checkpoint=str(ckpt), num_classes="1",
-                             data=str(root), image_size=None, roi_size="16", hd95="False"))
+    net, ckpt = _unet_2d(ctx, in_channels=3)
+    return _cli(*_robustness(ctx, task="segmentation", network=net, checkpoint=ckpt, data=str(root), image_size=None,
+                             roi_size="16", hd95="False"))
+
+
+@case("cli-network-name-unet-refused-runs-nothing", CLIFailed, r"^exit 2: error: --network 'unet' is not a network "
+      r"name any more: evaluate a bundle-trained model with --bundle")
+def _(ctx):  # the CLI's own UNet (channels 16-128) did not fit a bundle-trained checkpoint (32-256)
+    from reliability_table import _nuinsseg_root
+
+    return _upfront(_cli(*_robustness(ctx, task="segmentation", network="unet", data=str(_nuinsseg_root(ctx.tmp)),
+                                      image_size=None)))
+
+
+# ---------------------------------------------------------------------------------------------- --bundle
+def _bundle_robustness(ctx, *extra: str, output_dir: str | None = None) -> list[str]:
+    """``robustness --bundle`` on a copy of the HAM10000 bundle (quick config) with a model.pt of its network."""
+    from reliability_table import _bundle_copy
+
+    root = _bundle_copy(ctx)
+    (root / "models").mkdir()
+    (root / "models" / "model.pt").write_bytes(Path(_cli_checkpoint(ctx)).read_bytes())
+    return ["robustness", "--bundle", str(root), "--config_file", "['configs/quick.json']", "--dataset_dir",
+            str(_ham_root(ctx.tmp)), "--n_train", "2", "--n_test", "1", "--image_size", "16", "--attacks", "fgsm",
+            "--output_dir", output_dir or str(ctx.tmp / "report"), *extra]
+
+
+@case("cli-bundle-misspelled-override-runs-nothing", CLIFailed, r"^exit 2: error: unknown config key 'max_epoch' "
+      r"\(override --max_epoch\).*did you mean 'max_epochs'")
+def _(ctx):
+    return _upfront(_cli(*_bundle_robustness(ctx, "--max_epoch", "1")))
+
+
+@case("cli-bundle-misspelled-flag-runs-nothing", CLIFailed, r"^exit 2: error: robustness: unknown flag --esp; "
+      r"did you mean --eps\?")
+def _(ctx):
+    return _upfront(_cli(*_bundle_robustness(ctx, "--esp", "2/255")))
+
+
+@case("cli-bundle-missing-extra-config-runs-nothing", CLIFailed, r"^exit 2: error: config file 'configs/nope\.json' "
+      r"is neither in the bundle '.*bundle' nor in the working directory")
+def _(ctx):
+    return _upfront(_cli(*_bundle_robustness(ctx, "--config_file", "configs/nope.json")))
+
+
+@case("cli-bundle-unreadable-checkpoint-runs-nothing", CLIFailed, r"^exit 2: error: cannot read checkpoint "
+      r"'.*empty\.pt': the file is empty")
+def _(ctx):
+    (ctx.tmp / "empty.pt").write_bytes(b"")
+    return _upfront(_cli(*_bundle_robustness(ctx, "--checkpoint", str(ctx.tmp / "empty.pt"))))
+
+
+@case("cli-bundle-eps-above-value-range-runs-nothing", CLIFailed, r"^exit 2: error: --eps 8 is above the data's "
+      r"value range \(1: the images are scaled to \[0, 1\]\)")
+def _(ctx):
+    return _upfront(_cli(*_bundle_robustness(ctx, "--eps", "8")))
+
+
+@case("cli-bundle-report-folder-with-foreign-files-runs-nothing", CLIFailed, r"^exit 2: error: output_dir '.*out' "
+      r"holds entries that are not part of a previous report")
+def _(ctx):
+    return _upfront(_cli(*_bundle_robustness(ctx, output_dir=str(ctx.tmp / "out"))))

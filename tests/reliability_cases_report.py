@@ -86,8 +86,9 @@ def _(ctx):
 # ---------------------------------------------------------------------------------------------- evaluator
 @case("eval-label-minus-one", ValueError, r"label values \[-1\] are outside \[0, 1\] for a 2-class output")
 def _(ctx):
+    from monai_dpaat.attacks import FGSM
     from monai_dpaat.evaluation import RobustnessEvaluator
 
     net = _small_cnn(num_classes=2).eval()
     batch = {"image": torch.rand(2, 3, 16, 16), "label": torch.tensor([1, -1])}
-    return lambda: RobustnessEvaluator("fgsm", task="classification", progress=False)(net, [batch])
+    return lambda: RobustnessEvaluator({"FGSM": FGSM()}, task="classification", progress=False)(net, [batch])

@@ -29,9 +29,11 @@ class _ForwardCounter:
 
 
 def _trainer(method: str, attack: dict, **kwargs):
-    """A one-epoch SupervisedTrainer of ``method`` on 4 random images (ids 0..3) with ``attack`` as a dict."""
+    """A one-epoch SupervisedTrainer of ``method`` on 4 random images (ids 0..3) with a PGD of the keyword
+    arguments ``attack``."""
     from monai.engines import SupervisedTrainer
 
+    from monai_dpaat.attacks import PGD
     from monai_dpaat.training import build_iteration
 
     net = _small_cnn(num_classes=2)
@@ -44,7 +46,7 @@ def _trainer(method: str, attack: dict, **kwargs):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=net,
                                 optimizer=optimizer, loss_function=torch.nn.CrossEntropyLoss(),
-                                iteration_update=build_iteration(method, attack=attack, **kwargs))
+                                iteration_update=build_iteration(method, attack=PGD(**attack), **kwargs))
     state = _state(net)
 
     def after():
@@ -119,7 +121,9 @@ def _(ctx):
 def _(ctx):
     from monai_dpaat.training import DPAATIteration
 
-    return lambda: DPAATIteration(4, attack={"name": "pgd", "steps": 1}, eps_max=float("inf"))
+    from monai_dpaat.attacks import PGD
+
+    return lambda: DPAATIteration(4, attack=PGD(steps=1), eps_max=float("inf"))
 
 
 @case("train-amat-eps-max-above-range", ValueError, r"AMATIteration: eps_max=2 is larger than the width 1 of "
@@ -127,20 +131,22 @@ def _(ctx):
 def _(ctx):
     from monai_dpaat.training import AMATIteration
 
-    return lambda: AMATIteration(4, attack={"name": "pgd", "eps": 0.03, "steps": 1, "value_range": (0.0, 1.0)},
+    from monai_dpaat.attacks import PGD
+
+    return lambda: AMATIteration(4, attack=PGD(eps=0.03, steps=1, value_range=(0.0, 1.0)),
                                  eps_max=2.0)
 
 
 @case("train-at-huge-eps-data-range", ValueError, r"PGD: eps=1e\+06 is larger than the width 0\.9\d* of the data's "
       r"value range")
 def _(ctx):
-    return _trainer("at", {"name": "pgd", "eps": 1e6, "steps": 1})
+    return _trainer("at", {"eps": 1e6, "steps": 1})
 
 
 @case("train-dpaat-eps-max-above-data-range", ValueError, r"DPAATIteration: eps_max=1\.2 \(default 2 \* eps_init\) "
       r"is larger than the width 0\.9\d* of the data's value range")
 def _(ctx):
-    return _trainer("dpaat", {"name": "pgd", "eps": 0.6, "alpha": 0.15, "steps": 1})
+    return _trainer("dpaat", {"eps": 0.6, "alpha": 0.15, "steps": 1})
 
 
 # ---------------------------------------------------------------------------------------------- bundle

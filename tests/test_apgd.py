@@ -137,4 +137,4 @@ def test_registry_names():
     assert build_attack("APGD-CE").loss_name == "ce"
     dlr = build_attack("apgd-dlr", eps=4 / 255)
     assert isinstance(dlr, APGDDLR) and dlr.indiv_loss is dlr_loss and dlr.eps == 4 / 255
-    assert build_attack("25-apgd").steps == 25
+    assert build_attack("apgd", steps=25).steps == 25  # step counts are keywords, not part of the name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import warnings
 
 import numpy as np
@@ -398,16 +399,33 @@ def test_build_attack_rejects_misspelt_keyword(name):
         build_attack(name, stpes=3)
 
 
-def test_build_attack_names_and_step_prefix():
-    attack = build_attack("10-IFGSM", eps=0.1)
+def test_build_attack_names_and_steps():
+    """Step counts are a keyword, not part of the name (the CLI parses "10-IFGSM"); a name with a step count
+    gets a ValueError saying how to write it."""
+    attack = build_attack("IFGSM", eps=0.1, steps=10)
     assert type(attack).__name__ == "IFGSM" and attack.steps == 10 and attack.eps == 0.1
+    with pytest.raises(ValueError, match=r"build_attack\('i-fgsm', steps=10\)"):
+        build_attack("10-IFGSM", eps=0.1)
+    with pytest.raises(ValueError, match=r"build_attack\('pgd', steps=20\)"):
+        build_attack("20-pgd")
     assert type(build_attack("PGD_L2")).__name__ == "PGDL2"
     assert type(build_attack("bim")).__name__ == "IFGSM"
     register_attack("test-pgd-alias", PGD)
     try:
-        assert isinstance(build_attack("50-test-pgd-alias"), PGD)
+        assert isinstance(build_attack("test-pgd-alias", steps=50), PGD)
+        assert build_attack("test-pgd-alias").config()["name"] == "pgd"  # a class keeps its first name
     finally:
         ATTACKS.pop("test-pgd-alias")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_names_the_attack_and_rebuilds_it(name):
+    """``config()`` is JSON data whose name is the registry's and whose values rebuild an equal attack."""
+    attack = make_attack(name)
+    record = attack.config()
+    assert json.loads(json.dumps(record)) == record and record["name"] == name
+    kwargs = {k: tuple(v) if k == "value_range" and isinstance(v, list) else v for k, v in record.items() if k != "name"}
+    assert build_attack(name, **kwargs).config() == record
 
 
 # ---------------------------------------------------------------------------------------------- transforms

@@ -213,8 +213,10 @@ def test_override_adds_adversarial_training_to_a_plain_monai_bundle(tmp_path, da
     plain = tmp_path / "train.json"
     plain.write_text(json.dumps(PLAIN_BUNDLE))
     assert "monai_dpaat" not in plain.read_text()
-    workflow = ConfigWorkflow(config_file=[str(plain), str(OVERRIDES / f"{override}.json")], workflow_type=None,
-                              dataset_dir=str(data_dir / "ham10000"), bundle_root=str(tmp_path))
+    # one override file; its default method is AT, DPAAT comes from composing the override's method file
+    method_file = [str(OVERRIDES / "methods" / "dpaat.json")] if override == "dpaat_train" else []
+    workflow = ConfigWorkflow(config_file=[str(plain), str(OVERRIDES / "adversarial_train.json"), *method_file],
+                              workflow_type=None, dataset_dir=str(data_dir / "ham10000"), bundle_root=str(tmp_path))
     workflow.initialize()
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")

@@ -99,13 +99,48 @@ def test_bundle_files(name):
         assert key in train, key
 
 
+ALL_BUNDLES = ["ham10000_dpaat_classification", NUINSSEG, BRATS]
+#: the keys every bundle's configs/robustness.json defines (the CLI's robustness flags map onto them)
+ROBUSTNESS_CONTRACT = ("robustness_preset", "robustness_attacks", "robustness_eps", "robustness_eps_sweep",
+                       "robustness_max_samples", "robustness_dir", "model_path", "model_name")
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_default_method_is_written_as_its_method_file(name):
+    """train.json's runnable default (``method`` + ``iteration_update``) is exactly its configs/methods file, so
+    composing that file changes nothing and the two cannot drift apart."""
+    configs = BUNDLES / name / "configs"
+    train = json.loads((configs / "train.json").read_text())
+    method = json.loads((configs / "methods" / f"{train['method']}.json").read_text())
+    assert {k: train[k] for k in method} == method
+    for path in sorted((configs / "methods").glob("*.json")):
+        assert json.loads(path.read_text())["method"] == path.stem, path
+
+
+def test_override_default_method_is_written_as_its_method_file():
+    overrides = BUNDLES / "overrides"
+    train = json.loads((overrides / "adversarial_train.json").read_text())
+    method = json.loads((overrides / "methods" / f"{train['adversarial_method']}.json").read_text())
+    assert {k: train[k] for k in method} == method
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_robustness_contract_keys(name):
+    configs = BUNDLES / name / "configs"
+    robustness = json.loads((configs / "robustness.json").read_text())
+    train = json.loads((configs / "train.json").read_text())
+    missing = [k for k in ROBUSTNESS_CONTRACT if k not in robustness]
+    assert not missing, f"{name}: configs/robustness.json lacks {missing}"
+    assert "device" in train and robustness["robustness_eps"] == "@epsilon"
+
+
 # ------------------------------------------------------------------------------------------------ NuInsSeg (2D)
 @pytest.fixture(scope="module")
 def nuinsseg(tmp_path_factory, data_dir):
     """The NuInsSeg bundle after a quick DPAAT training of the UNet (2 epochs, 3 training tiles, 64 px patches)."""
     data = data_dir / "nuclei_he"
     bundle = _copy_bundle(NUINSSEG, tmp_path_factory.mktemp("bundles") / NUINSSEG)
-    _run_workflow(bundle, data, ["train.json", "quick.json"], method="dpaat")
+    _run_workflow(bundle, data, ["train.json", "methods/dpaat.json", "quick.json"])
     return bundle, data
 
 
@@ -126,12 +161,12 @@ def test_nuinsseg_train(nuinsseg):
 
 def test_nuinsseg_evaluate_robustness(nuinsseg):
     bundle, data = nuinsseg
-    _run_workflow(bundle, data, ["train.json", "evaluate.json", "quick.json"], method="dpaat")
+    _run_workflow(bundle, data, ["train.json", "methods/dpaat.json", "evaluate.json", "quick.json"])
     metrics = _read_metrics_csv(bundle / "eval" / "metrics.csv")
     assert 0.0 <= metrics["val_mean_dice"] <= 1.0 and "val_mean_iou" in metrics
     assert (bundle / "eval" / "val_mean_dice_raw.csv").is_file()
 
-    _run_workflow(bundle, data, ["train.json", "robustness.json", "quick.json"], method="dpaat")
+    _run_workflow(bundle, data, ["train.json", "methods/dpaat.json", "robustness.json", "quick.json"])
     _check_report(bundle / "eval" / "robustness", "unet (dpaat)")
 
 
@@ -175,7 +210,7 @@ def brats(tmp_path_factory, data_dir):
     """The BraTS bundle after a quick AT training of the 3D UNet (2 epochs, 2 training cases resized to 32^3)."""
     data = data_dir / "brats2013"
     bundle = _copy_bundle(BRATS, tmp_path_factory.mktemp("bundles") / BRATS)
-    _run_workflow(bundle, data, ["train.json", "quick.json"], method="at")
+    _run_workflow(bundle, data, ["train.json", "methods/at.json", "quick.json"])
     return bundle, data
 
 
@@ -185,11 +220,11 @@ def test_brats_train_evaluate_robustness_inference(brats):
         assert (bundle / "models" / f).is_file(), f
     assert list((bundle / "eval").glob("events.out.tfevents.*"))
 
-    _run_workflow(bundle, data, ["train.json", "evaluate.json", "quick.json"], method="at")
+    _run_workflow(bundle, data, ["train.json", "methods/at.json", "evaluate.json", "quick.json"])
     metrics = _read_metrics_csv(bundle / "eval" / "metrics.csv")
     assert 0.0 <= metrics["val_mean_dice"] <= 1.0
 
-    _run_workflow(bundle, data, ["train.json", "robustness.json", "quick.json"], method="at")
+    _run_workflow(bundle, data, ["train.json", "methods/at.json", "robustness.json", "quick.json"])
     report = json.loads((bundle / "eval" / "robustness" / "report.json").read_text())
     _check_report(bundle / "eval" / "robustness", "unet (at)")
     # z-scored MRI: the attacks clamp to each volume's own range ("data"), never to [0, 1]

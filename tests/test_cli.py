@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from monai_dpaat.cli import main
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,9 @@ def test_error_paths_exit_non_zero_with_a_message(capsys, tmp_path, small_cnn_ch
            "does not fit the network")
     _fails(capsys, ["combine", str(tmp_path / "none.json")], "does not exist")
     _fails(capsys, ["demo", "--data", str(tmp_path / "nodata")], "does not exist")
+    for name in ("unet", "attention-unet++"):
+        _fails(capsys, ["robustness", "--task", "segmentation", "--network", name, "--checkpoint", ckpt, "--data", ham],
+               f"--network {name!r} is not a network name any more: evaluate a bundle-trained model with --bundle")
 
 
 def test_module_entry_point_exit_status(tmp_path):
@@ -82,6 +88,31 @@ def test_robustness_command_on_real_ham10000_with_an_eps_sweep(capsys, tmp_path,
     assert code == 0
     combined = json.loads((tmp_path / "c" / "report.json").read_text())
     assert combined["tables"]["accuracy"]["columns"] == ["STD", "AT"]
+
+
+@pytest.mark.slow
+def test_robustness_from_a_bundle_with_its_extra_config_and_overrides(capsys, tmp_path, small_cnn_checkpoint,
+                                                                       data_dir):
+    """``robustness --bundle`` builds everything from the bundle's configs (+ quick.json, + overrides), as
+    ``python -m monai.bundle run`` does; the CLI's flags set its robustness keys."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLES / "ham10000_dpaat_classification" / "configs", bundle / "configs")
+    out = tmp_path / "report"
+    code = main(["robustness", "--bundle", str(bundle), "--config_file", "configs/quick.json", "--checkpoint",
+                 str(small_cnn_checkpoint), "--dataset_dir", str(data_dir / "ham10000"), "--n_train", "4",
+                 "--n_test", "2", "--image_size", "32", "--attacks", "fgsm,10-pgd", "--eps", "2/255,8/255",
+                 "--limit", "3", "--name", "STD", "--device", "cpu", "--output_dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["STD"]["num_samples"] == 3
+    attacks = report["models"]["STD"]["attacks"]
+    assert list(attacks) == ["FGSM", "10-PGD"] and attacks["10-PGD"]["steps"] == 10
+    assert attacks["FGSM"]["eps"] == pytest.approx(8 / 255)  # the table is the largest budget's
+    assert set(report["sweeps"]["STD"]) == {repr(2 / 255), repr(8 / 255)}
+    assert not (bundle / "models").exists()  # nothing trained: the checkpoint given was evaluated
 
 
 @pytest.mark.slow
@@ -117,27 +148,35 @@ def test_demo_trains_and_reports(capsys, tmp_path, data_dir):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tables"]["accuracy"]["columns"] == ["STD"]
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "report.md").is_file()
-    # the saved weights evaluate again from a bundle folder and a Decathlon datalist of the same test images
+    # the saved weights evaluate again from the bundle (a copy holding them as models/model.pt) and from a
+    # Decathlon datalist of the same test images
+    import shutil
+
     bundle = tmp_path / "bundle"
-    (bundle / "configs").mkdir(parents=True)
+    shutil.copytree(BUNDLES / "ham10000_dpaat_classification" / "configs", bundle / "configs")
     (bundle / "models").mkdir()
     (bundle / "models" / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes())
-    network_def = {"_target_": "monai_dpaat.networks.build_classifier", "name": "small_cnn", "num_classes": 2}
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": network_def}))
-    from monai_dpaat.data import ham10000_datalists
-
-    tests = [{"image": i["image"], "label": i["label"]} for i in ham10000_datalists(
-        data_dir / "ham10000", classes=("mel", "nv"), n_train=16, n_test=4, val_fraction=None)["test"]]
-    (tmp_path / "datalist.json").write_text(json.dumps({"test": tests}))
-    code = main(["robustness", "--bundle", str(bundle), "--datalist", str(tmp_path / "datalist.json"),
-                 "--image_size", "32", "--attacks", "fgsm,10-ifgsm", "--output_dir", str(tmp_path / "again"),
-                 "--progress", "False"])
+    same_run = ["--config_file", "['configs/quick.json']", "--dataset_dir", str(data_dir / "ham10000"),
+                "--n_train", "16", "--n_test", "4", "--image_size", "32", "--batch_size", "8"]
+    code = main(["robustness", "--bundle", str(bundle), *same_run, "--attacks", "fgsm,10-ifgsm", "--name", "model",
+                 "--device", "cpu", "--output_dir", str(tmp_path / "again")])
     assert code == 0, capsys.readouterr().err
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["models"]["model"]["rows"] == report["models"]["STD"]["rows"]
+    from monai_dpaat.data import ham10000_datalists
+
+    tests = [{"image": i["image"], "label": i["label"]} for i in ham10000_datalists(
+        data_dir / "ham10000", classes=("mel", "nv"), n_train=16, n_test=4, val_fraction=0.2)["test"]]
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": tests}))
+    code = main(["robustness", "--network", "small_cnn", "--checkpoint", str(tmp_path / "model.pt"), "--datalist",
+                 str(tmp_path / "datalist.json"), "--image_size", "32", "--batch_size", "8", "--attacks",
+                 "fgsm,10-ifgsm", "--output_dir", str(tmp_path / "again2"), "--progress", "False"])
+    assert code == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "again2" / "report.json").read_text())
+    assert again["models"]["model"]["rows"] == report["models"]["STD"]["rows"]
     (bundle / "models" / "model.pt").unlink()
-    _fails(capsys, ["robustness", "--bundle", str(bundle), "--datalist", str(tmp_path / "datalist.json")],
-           "model.pt' does not exist")
+    capsys.readouterr()  # the bundle run's progress bars
+    _fails(capsys, ["robustness", "--bundle", str(bundle), *same_run], "model.pt' does not exist")
 
 
 def test_gradcam_subcommand_is_wired(capsys):
@@ -309,9 +348,29 @@ def test_bundle_configs_are_trusted_like_code(capsys, tmp_path, small_cnn_checkp
     (bundle / "configs").mkdir(parents=True)
     (bundle / "models").mkdir()
     (bundle / "models" / "model.pt").write_bytes(small_cnn_checkpoint.read_bytes())
-    (bundle / "configs" / "inference.json").write_text(json.dumps(
-        {"network_def": "$@net.train(False)", "net": {"_target_": "monai_dpaat.networks.build_classifier",
-                                                      "name": "small_cnn", "num_classes": 2}}))
+    train = {"bundle_root": ".", "ckpt_dir": "$@bundle_root + '/models'", "output_dir": "$@bundle_root + '/eval'",
+             "device": "$torch.device('cpu')", "datalist": None, "image_size": 64, "progress": True,
+             "network_def": "$@net.train(False)", "network": "@network_def",
+             "net": {"_target_": "monai_dpaat.networks.build_classifier", "name": "small_cnn", "num_classes": 2}}
+    robustness = {
+        "imports": ["$import monai_dpaat", "$import monai_dpaat.data", "$import monai_dpaat.evaluation",
+                    "$import monai_dpaat.utils"],
+        "robustness_preset": "dpaat-table", "robustness_eps": "$8/255", "robustness_eps_sweep": [],
+        "robustness_attacks": {"_target_": "monai_dpaat.evaluation.preset", "name": "@robustness_preset",
+                               "eps": "@robustness_eps"},
+        "robustness_max_samples": None, "robustness_dir": "$@output_dir + '/robustness'",
+        "model_path": "$@ckpt_dir + '/model.pt'", "model_name": "model",
+        "data": "$monai_dpaat.data.load_datalist(@datalist, 'test')",
+        "transform": "$monai_dpaat.data.ham10000_transforms(@image_size, train=False)",
+        "loader": {"_target_": "DataLoader", "batch_size": 2,
+                   "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@transform"}},
+        "evaluator": {"_target_": "monai_dpaat.evaluation.RobustnessEvaluator", "attacks": "@robustness_attacks",
+                      "max_samples": "@robustness_max_samples", "device": "@device", "progress": "@progress"},
+        "result": "$@evaluator(@network, @loader)",
+        "run": ["$monai_dpaat.utils.load_weights(@network, @model_path)",
+                "$monai_dpaat.evaluation.write_report({@model_name: @result}, @robustness_dir)"]}
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    (bundle / "configs" / "robustness.json").write_text(json.dumps(robustness))
     rng = np.random.default_rng(0)
     items = []
     for i in range(2):
@@ -389,3 +448,57 @@ def test_check_output_dir_refuses_empty_and_broken_links_and_foreign_folders(tmp
         check_output_dir(report, report=True)
     assert check_output_dir(report) == report  # a plain writable folder (gradcam)
     assert not (tmp_path / "gone").exists()
+
+
+# --------------------------------------------------------------------------- --bundle: the bundle's own configs
+def test_bundle_command_line_takes_extra_configs_and_overrides():
+    from monai_dpaat.cli import parse_command_line
+
+    _, kwargs = parse_command_line("robustness", [
+        "--bundle", "b", "--config_file", "['configs/quick.json']", "--config_file", "x.json,y.json",
+        "--max_epochs", "1", "--train#trainer#amp", "True", "--image_size", "32", "--eps", "8/255"])
+    assert kwargs == {"bundle": "b", "config_file": ["configs/quick.json", "x.json", "y.json"], "max_epochs": 1,
+                      "train#trainer#amp": True, "image_size": 32, "eps": "8/255"}
+
+
+def test_attack_names_with_step_counts_become_target_configs():
+    from monai_dpaat.cli import CLIError, _parse_attacks, attack_configs
+
+    assert attack_configs("fgsm,20-pgd,bim") == {
+        "FGSM": {"_target_": "monai_dpaat.attacks.FGSM", "eps": "@robustness_eps"},
+        "20-PGD": {"_target_": "monai_dpaat.attacks.PGD", "steps": 20, "eps": "@robustness_eps"},
+        "BIM": {"_target_": "monai_dpaat.attacks.IFGSM", "eps": "@robustness_eps"}}
+    assert attack_configs("dpaat_table") == "dpaat-table"  # a preset: the bundle's robustness_preset
+    built = _parse_attacks("10-ifgsm,fgsm,fgsm")
+    assert list(built) == ["10-IFGSM", "FGSM", "FGSM (2)"] and built["10-IFGSM"].steps == 10
+    with pytest.raises(CLIError, match="one preset"):
+        attack_configs("fgsm,dpaat-table")
+
+
+def test_bundle_config_files_resolve_against_the_bundle_then_the_cwd(tmp_path, monkeypatch):
+    from monai_dpaat.utils import bundle_config_files
+
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    for name in ("train.json", "robustness.json", "quick.json"):
+        (bundle / "configs" / name).write_text("{}")
+    (tmp_path / "mine.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    files = bundle_config_files(bundle, ("train.json", "robustness.json"), "['configs/quick.json', 'mine.json']")
+    assert files == [bundle / "configs" / "train.json", bundle / "configs" / "robustness.json",
+                     bundle / "configs" / "quick.json", Path("mine.json")]
+    with pytest.raises(ValueError, match="bundle '.*bundle' has no configs/inference.json"):
+        bundle_config_files(bundle, ("inference.json",))
+
+
+def test_bundle_overrides_are_checked_before_anything_runs(capsys, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLES / "ham10000_dpaat_classification" / "configs", bundle / "configs")
+    base = ["robustness", "--bundle", str(bundle), "--output_dir", str(tmp_path / "out")]
+    _fails(capsys, base + ["--max_epoch", "1"], "unknown config key 'max_epoch' (override --max_epoch)")
+    _fails(capsys, base + ["--esp", "8/255"], "robustness: unknown flag --esp; did you mean --eps?")
+    _fails(capsys, base + ["--train#trainr#max_epochs", "1"], "'trainr' is not an id at train")
+    _fails(capsys, base, "checkpoint '")  # the bundle's own model_path: models/model.pt of the bundle
+    assert sorted(p.name for p in bundle.iterdir()) == ["configs"] and not (tmp_path / "out").exists()

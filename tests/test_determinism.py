@@ -91,8 +91,7 @@ def _dpaat_run(seed: int, steps: int = 6):
     data = [{"image": x[i], "label": i % 3, "index": i} for i in range(12)]
     loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
     net = build_classifier("small_cnn", num_classes=3, in_channels=3, width=4)
-    method = DPAATIteration(12, attack={"name": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 2,
-                                        "value_range": (0.0, 1.0)})
+    method = DPAATIteration(12, attack=build_attack("pgd", eps=8 / 255, alpha=2 / 255, steps=2, value_range=(0.0, 1.0)))
     trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=steps // 3, train_data_loader=loader,
                                 network=net, optimizer=torch.optim.Adam(net.parameters(), 1e-2),
                                 loss_function=torch.nn.CrossEntropyLoss(), iteration_update=method)
@@ -126,7 +125,8 @@ def test_same_seed_same_robustness_metrics():
     g = torch.Generator().manual_seed(3)
     batches = [{"image": torch.rand(4, 3, 12, 12, generator=g), "label": torch.randint(0, 3, (4,), generator=g)}
                for _ in range(2)]
-    evaluator = RobustnessEvaluator(["fgsm", "pgd", "gn", "di-fgsm"], eps=0.1, seed=0, progress=False)
+    attacks = [build_attack(name) for name in ("fgsm", "pgd", "gn", "di-fgsm")]
+    evaluator = RobustnessEvaluator(attacks, eps=0.1, seed=0, progress=False)
     torch.manual_seed(0)
     first = evaluator(net, batches)
     torch.manual_seed(1)  # the evaluator's seed, not the caller's RNG state, decides

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from monai_dpaat.conventions import per_sample_dice, per_sample_losses
 from monai_dpaat.evaluation.metrics import (
     SegmentationMetrics,
     accuracy,
@@ -15,7 +16,6 @@ from monai_dpaat.evaluation.metrics import (
     confusion_matrix,
     macro_precision_recall_f1,
     mean_average_precision,
-    per_sample_loss,
     perturbation_norms,
     pixel_accuracy,
     scores_from_logits,
@@ -135,11 +135,12 @@ def test_segmentation_multiclass_excludes_background_and_counts_undefined_hd95()
     m = SegmentationMetrics()
     out = m.update(logits, label, torch.tensor([0.1, 0.3]))
     assert out["dice"][0].item() == pytest.approx(1.0)
-    # sample 1: class 1 dice 2*18/(36+18) = 2/3; class 2 empty in truth and prediction -> NaN, skipped
-    assert out["dice"][1].item() == pytest.approx(2 / 3)
+    # sample 1: class 1 dice 2*18/(36+18) = 2/3; class 2 empty in truth and prediction scores 1 (the one
+    # empty-ground-truth policy, monai_dpaat.conventions.EMPTY_GROUND_TRUTH; issue 11 replaced "NaN, skipped")
+    assert out["dice"][1].item() == pytest.approx((2 / 3 + 1) / 2)
     assert out["pixel_accuracy"].tolist() == pytest.approx([1.0, 0.5])
     summary = m.summary()
-    assert summary["dice"] == pytest.approx((1 + 2 / 3) / 2)
+    assert summary["dice"] == pytest.approx((1 + (2 / 3 + 1) / 2) / 2)
     assert summary["loss"] == pytest.approx(0.2)
     assert summary["hd95_undefined"] == 0
     # an empty prediction has no HD95: left out of the mean and counted
@@ -165,6 +166,26 @@ def test_pixel_accuracy_and_perturbation_norms():
 def test_per_sample_loss_matches_a_loop():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
-    losses = per_sample_loss(torch.nn.functional.cross_entropy, logits, labels)
+    losses = per_sample_losses(torch.nn.functional.cross_entropy, logits, labels)
     expected = [-math.log(math.exp(2) / (math.exp(2) + 1)), -math.log(1 / (1 + math.e))]
     assert losses.tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_segmentation_dice_is_the_conventions_per_sample_dice(k):
+    """One empty-ground-truth policy: SegmentationMetrics' Dice equals conventions.per_sample_dice, also on
+    samples whose truth is empty (with and without predicted foreground)."""
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(6, k, 7, 5, generator=g)
+    labels = torch.randint(0, max(k, 2), (6, 1, 7, 5), generator=g)
+    labels[:3] = 0                       # empty ground truth (background only)
+    if k == 1:
+        logits[0] = -1.0                 # empty truth, empty prediction -> 1
+        logits[1] = 1.0                  # empty truth, foreground everywhere -> 0
+    else:
+        logits[0, 0] = 9.0               # empty truth, background predicted everywhere -> 1
+        logits[1, 1] = 9.0               # empty truth, class 1 predicted everywhere: class 1 -> 0, others -> 1
+    dice = SegmentationMetrics(hd95=False).update(logits, labels, torch.zeros(6))["dice"]
+    expected = per_sample_dice(logits, labels).double()
+    assert dice[:2].tolist() == pytest.approx([1.0, 0.0 if k == 1 else 1 - 1 / (k - 1)])
+    assert torch.allclose(dice, expected)

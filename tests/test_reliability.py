@@ -223,6 +223,7 @@ def _(ctx):
 def _trainer(method: str, loss_function=None, images: torch.Tensor | None = None, index_shift: int = 0):
     from monai.engines import SupervisedTrainer
 
+    from monai_dpaat.attacks import PGD
     from monai_dpaat.training import build_iteration
 
     net = _small_cnn(num_classes=2)
@@ -230,7 +231,7 @@ def _trainer(method: str, loss_function=None, images: torch.Tensor | None = None
     x = torch.rand(4, 3, 16, 16) if images is None else images
     data = [{"image": x[i], "label": i % 2, "index": i + index_shift} for i in range(4)]
     loader = torch.utils.data.DataLoader(data, batch_size=4)
-    kwargs = {} if method == "std" else {"attack": {"name": "pgd", "steps": 1, "value_range": None}}
+    kwargs = {} if method == "std" else {"attack": PGD(steps=1, value_range=None)}
     if method in ("amat", "dpaat"):
         kwargs["num_samples"] = 4
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)

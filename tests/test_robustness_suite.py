@@ -15,7 +15,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import UNet
 from monai.transforms import CenterSpatialCropd, Compose
 
-from monai_dpaat.attacks import Attack
+from monai_dpaat.attacks import FGSM, PGD, Attack, GaussianNoise, build_attack
 from monai_dpaat.evaluation import (
     ORIGINAL,
     WORST_CASE,
@@ -34,10 +34,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------------------------------------- suites and presets
 def test_presets_match_the_papers():
     unet = preset("unet-paper")
-    assert [s["label"] for s in unet] == ["FGSM", "PGD", "MI-FGSM", "TI-FGSM", "DI-FGSM", "SI-DI-FGSM", "NI-FGSM", "GN"]
-    for spec in unet[1:-1]:
+    assert list(unet) == ["FGSM", "PGD", "MI-FGSM", "TI-FGSM", "DI-FGSM", "SI-DI-FGSM", "NI-FGSM", "GN"]
+    for spec in [a.config() for a in list(unet.values())[1:-1]]:
         assert spec["eps"] == pytest.approx(8 / 255) and spec["alpha"] == pytest.approx(2 / 255) and spec["steps"] == 10
-    assert unet[-1] == {"name": "gn", "label": "GN", "std": 0.1, "eps": None}
+    gn = unet["GN"].config()
+    assert {"name": gn["name"], "label": "GN", "std": gn["std"], "eps": gn["eps"]} == \
+        {"name": "gn", "label": "GN", "std": 0.1, "eps": None}
     dpaat = build_suite("dpaat-table")
     assert [e.label for e in dpaat] == ["FGSM", "10-IFGSM", "20-IFGSM", "20-PGD", "50-PGD"]
     assert [e.attack.steps for e in dpaat] == [1, 10, 20, 20, 50]
@@ -48,27 +50,83 @@ def test_presets_match_the_papers():
     assert small[3].attack.alpha == pytest.approx(0.5 / 255)
 
 
-def test_suite_from_names_and_config_dicts():
-    suite = build_suite(["fgsm", "20-pgd", {"name": "pgd", "label": "PGD-fast", "steps": 3, "alpha": 0.01},
-                         {"name": "gn", "std": 0.05}])
+def test_suite_from_attack_objects():
+    suite = build_suite({"FGSM": FGSM(), "20-PGD": build_attack("pgd", steps=20),
+                         "PGD-fast": PGD(steps=3, alpha=0.01), "GN": GaussianNoise(std=0.05)})
     assert [e.label for e in suite] == ["FGSM", "20-PGD", "PGD-fast", "GN"]
     assert suite[1].attack.steps == 20 and suite[2].attack.steps == 3 and suite[2].attack.alpha == 0.01
     assert suite[3].attack.std == 0.05 and not suite[3].attack.uses_gradient
-    # an eps override applies to every spec; alpha scales with it (pgd default 2/255 at 8/255)
-    over = build_suite("fgsm,pgd", eps=4 / 255)
+    # an eps override applies to every attack; alpha scales with it (pgd default 2/255 at 8/255)
+    over = build_suite([FGSM(), PGD()], eps=4 / 255)
     assert [e.attack.eps for e in over] == pytest.approx([4 / 255, 4 / 255])
     assert over[1].attack.alpha == pytest.approx(1 / 255)
     # duplicate labels are made unique
-    assert [e.label for e in build_suite(["pgd", "pgd"])] == ["PGD", "PGD (2)"]
+    assert [e.label for e in build_suite([PGD(), PGD()])] == ["PGD", "PGD (2)"]
     assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps(0.1) == 0.1
 
 
+def test_suite_records_and_budget_changes():
+    """Every entry's spec is the attack's JSON record (the name without a step count); with_eps keeps the
+    step/budget ratio, clips GN to the budget and leaves the original attack alone."""
+    entry = build_suite({"20-PGD": PGD(steps=20)})[0]
+    assert entry.spec["name"] == "pgd" and entry.spec["steps"] == 20 and entry.spec["eps"] == pytest.approx(8 / 255)
+    json.dumps(entry.spec)
+    pgd = PGD(eps=8 / 255, alpha=2 / 255)
+    small = pgd.with_eps(2 / 255)
+    assert small.eps == pytest.approx(2 / 255) and small.alpha == pytest.approx(0.5 / 255) and small.steps == 10
+    assert pgd.eps == pytest.approx(8 / 255) and pgd.alpha == pytest.approx(2 / 255)
+    gn = GaussianNoise(std=0.1).with_eps(4 / 255)
+    assert gn.bounded and gn.eps == pytest.approx(4 / 255) and gn.std == 0.1
+    assert PGD(eps=0.0).with_eps(0.1).alpha == pytest.approx(2 / 255)  # no ratio from a zero budget
+    with pytest.raises(ValueError, match="eps"):
+        pgd.with_eps(-1.0)
+    # the preset arguments a bundle config uses: budget, step count, value range, a selection of labels
+    chosen = preset("unet-paper", eps=4 / 255, steps=3, value_range=None, only=["PGD", "GN"])
+    assert list(chosen) == ["PGD", "GN"]
+    assert chosen["PGD"].steps == 3 and chosen["PGD"].eps == pytest.approx(4 / 255) and chosen["PGD"].value_range is None
+    assert chosen["GN"].value_range is None
+    with pytest.raises(ValueError, match="no attack labelled"):
+        preset("dpaat-table", only=["30-PGD"])
+    with pytest.raises(ValueError, match="step counts"):
+        preset("dpaat-table", steps=3)
+
+
+def test_bundle_config_forms_of_a_suite():
+    """The two forms a bundle writes: ``_target_`` attack objects under labels, and a preset expression."""
+    import monai_dpaat.evaluation
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(globals={"monai_dpaat": monai_dpaat}, config={
+        "robustness_eps": "$4/255",
+        "validation": {"_target_": "monai_dpaat.handlers.robustness.RobustnessValidationHandler",
+                       "attacks": {"10-PGD": {"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 10,
+                                              "value_range": [0.0, 1.0]}}},
+        "evaluator": {"_target_": "monai_dpaat.evaluation.RobustnessEvaluator",
+                      "attacks": "$monai_dpaat.evaluation.preset('unet-paper', eps=@robustness_eps, value_range=None, "
+                                 "steps=2, only=['FGSM', 'PGD'])"},
+        "by_name": {"_target_": "monai_dpaat.evaluation.RobustnessEvaluator", "attacks": "dpaat-table",
+                    "eps": "@robustness_eps"},
+    })
+    handler = parser.get_parsed_content("validation")
+    (entry,) = build_suite(handler.evaluator.attacks)
+    assert entry.label == "10-PGD" and entry.attack.steps == 10 and entry.attack.value_range == (0.0, 1.0)
+    suite = build_suite(parser.get_parsed_content("evaluator").attacks)
+    assert [e.label for e in suite] == ["FGSM", "PGD"] and suite[1].attack.steps == 2
+    assert all(e.attack.eps == pytest.approx(4 / 255) and e.attack.value_range is None for e in suite)
+    by_name = parser.get_parsed_content("by_name")
+    assert all(e.attack.eps == pytest.approx(4 / 255) for e in build_suite(by_name.attacks, eps=by_name.eps))
+
+
 @pytest.mark.parametrize("bad, message", [
-    ("nope", "unknown attack or preset 'nope'"),
+    ("nope", "unknown preset 'nope'"),
     ("fgsm,unet-paperx", "unet-paperx"),
-    ([{"steps": 3}], "needs a 'name'"),
-    ([{"name": "pgd", "bogus": 1}], r"(?s)'pgd'.*bogus"),
-    ("", "empty"),
+    ("20-pgd", r"(?s)unknown preset '20-pgd'.*\{label: Attack\}"),  # attack names are no suite any more
+    ([{"steps": 3}], "must be an Attack"),
+    ([{"name": "pgd", "bogus": 1}], r"(?s)must be an Attack.*'pgd'"),  # spec dicts are refused
+    ({"PGD": {"name": "pgd"}}, r"attacks\['PGD'\] must be an Attack"),
+    (PGD(), "a preset name"),
+    ([], "empty"),
+    ("", "unknown preset ''"),
 ])
 def test_bad_suites_raise_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -94,7 +152,7 @@ def test_worst_case_counts_a_sample_fooled_by_any_attack():
     labels = torch.tensor([0, 0, 1, 1])
     network = nn.Flatten()  # logits = the two pixels
     loader = [{"image": images, "label": labels}]
-    suite = [("A", _SwapFeatures([0])), ("B", _SwapFeatures([2])), ("C", _SwapFeatures([0, 2]))]
+    suite = {"A": _SwapFeatures([0]), "B": _SwapFeatures([2]), "C": _SwapFeatures([0, 2])}
     result = RobustnessEvaluator(suite, progress=False, seed=None)(network, loader)
     acc = {row: values["accuracy"] for row, values in result.rows.items()}
     assert acc == pytest.approx({ORIGINAL: 1.0, "A": 0.75, "B": 0.75, "C": 0.5, WORST_CASE: 0.5})
@@ -112,7 +170,7 @@ def test_seeded_runs_are_reproducible_and_leave_the_global_rng_alone():
     torch.manual_seed(0)
     network = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     data = [{"image": torch.rand(4, 3, 8, 8), "label": torch.tensor([0, 1, 0, 1])}]
-    evaluator = RobustnessEvaluator(["pgd", "gn"], progress=False, seed=3)
+    evaluator = RobustnessEvaluator([PGD(), GaussianNoise()], progress=False, seed=3)
     torch.manual_seed(123)
     first = evaluator(network, data)
     after = torch.rand(1)
@@ -120,7 +178,7 @@ def test_seeded_runs_are_reproducible_and_leave_the_global_rng_alone():
     assert torch.equal(after, torch.rand(1))  # the run forked the RNG
     second = evaluator(network, data)
     assert first.rows == second.rows  # random start and noise repeat exactly
-    other = RobustnessEvaluator(["gn"], progress=False, seed=4)(network, data)
+    other = RobustnessEvaluator([GaussianNoise()], progress=False, seed=4)(network, data)
     assert other.rows["GN"]["l2"] != first.rows["GN"]["l2"]
 
 
@@ -257,9 +315,10 @@ def test_handler_publishes_robust_metrics_every_interval(tmp_path):
     loader = DataLoader(_toy_data(), batch_size=4)
     evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net)
     seen = {}
-    RobustnessValidationHandler(attacks="fgsm,10-ifgsm", interval=2).attach(evaluator)  # reuses the evaluator's data
+    RobustnessValidationHandler(attacks=preset("dpaat-table", only=["FGSM", "10-IFGSM"]),
+                                interval=2).attach(evaluator)  # reuses the evaluator's data
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.update({e.state.epoch: dict(e.state.metrics)}))
-    trainer_handler = RobustnessValidationHandler(attacks="fgsm", data_loader=loader, interval=1, max_samples=4)
+    trainer_handler = RobustnessValidationHandler(attacks={"FGSM": FGSM()}, data_loader=loader, interval=1, max_samples=4)
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=2, train_data_loader=loader, network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.01), loss_function=nn.CrossEntropyLoss(),

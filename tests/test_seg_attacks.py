@@ -143,4 +143,4 @@ def test_deep_supervision_outputs_and_registry():
     adv = build_attack("segpgd", steps=3)(Deep(), x, y)
     assert pixel_accuracy(net, adv, y) < 1.0
     assert isinstance(build_attack("CosPGD"), CosPGD) and build_attack("cos-pgd").steps == 10
-    assert build_attack("20-segpgd").steps == 20
+    assert build_attack("segpgd", steps=20).steps == 20  # step counts are keywords, not part of the name

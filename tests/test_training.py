@@ -35,7 +35,7 @@ from monai.networks.nets import UNet
 from monai.transforms import Activationsd, AsDiscreted, Compose
 from monai.utils import CommonKeys
 
-from monai_dpaat.attacks import PGD
+from monai_dpaat.attacks import PGD, build_attack
 from monai_dpaat.conventions import per_sample_losses
 from monai_dpaat.handlers.adversarial_stats import AdversarialStatsHandler, adversarial_output_transform
 from monai_dpaat.training import (
@@ -241,7 +241,7 @@ def test_bad_batches_raise_clear_errors(ham_small):
         DPAATIteration(num_samples=0)
     with pytest.raises(ValueError, match="unknown training method"):
         build_iteration("madry")
-    with pytest.raises(ValueError, match="'name' key"):
+    with pytest.raises(ValueError, match=r"(?s)must be an Attack.*_target_"):
         build_iteration("at", attack={"eps": 0.1})
 
 
@@ -453,14 +453,48 @@ def test_method_budgets_with_a_data_range_fail_before_the_first_step(ham_small):
 
 
 def test_attack_configuration_forms():
-    a = ATIteration(attack={"name": "pgd", "eps": 0.01, "steps": 3})
+    a = ATIteration(attack=build_attack("pgd", eps=0.01, steps=3))
     assert isinstance(a.attack, PGD) and a.attack.steps == 3 and a.attack.eps == 0.01
-    assert build_iteration("sat", attack="7-pgd").attack.steps == 7
+    assert build_iteration("sat", attack=PGD(steps=7)).attack.steps == 7
+    # names and spec dicts are refused, saying what to pass
+    for old in ("7-pgd", "pgd", {"name": "pgd", "eps": 0.01, "steps": 3}):
+        with pytest.raises(ValueError, match=r"(?s)must be an Attack.*build_attack\('pgd', steps=7\).*_target_"):
+            ATIteration(attack=old)
     d = build_iteration("DPAAT", num_samples=3)
     assert d.attack.steps == 7 and d.eps_init == pytest.approx(8 / 255) and d.alpha_fraction == pytest.approx(0.25)
     assert d.eps_min == pytest.approx(2 / 255) and d.eps_max == pytest.approx(16 / 255)
     assert isinstance(build_iteration("std"), StandardIteration)
     assert isinstance(build_iteration("sat", weight=0.3), SATIteration)
+
+
+def test_derived_bounds_are_in_the_repr_and_the_first_iterations_log(ham_small, caplog):
+    """DPAAT's start, bounds and step size and AMAT's margins, defaults included, are in the repr and logged
+    once at the first iteration with where each default came from."""
+    import logging
+
+    train, _ = ham_small
+    d = DPAATIteration(num_samples=len(train), attack=small_attack())
+    text = repr(d)
+    assert "attack=PGD(" in text
+    for name, value in (("eps_init", EPS), ("eps_min", EPS / 4), ("eps_max", 2 * EPS), ("step_size", EPS / 8),
+                        ("alpha_fraction", 0.25)):
+        assert getattr(d, name) == pytest.approx(value, rel=1e-6) and f"{name}={getattr(d, name):.6g}" in text
+    a = AMATIteration(num_samples=len(train), attack=small_attack(), eps_step=EPS / 2)
+    for name, value in (("eps_max", EPS), ("eps_step", EPS / 2), ("alpha_fraction", 0.25)):
+        assert getattr(a, name) == pytest.approx(value, rel=1e-6) and f"{name}={getattr(a, name):.6g}" in repr(a)
+    with caplog.at_level(logging.INFO, logger="monai_dpaat.training"):
+        _run(tiny_cnn(), train[:8], d, epochs=2, batch_size=4)
+    lines = [r.getMessage() for r in caplog.records if r.name == "monai_dpaat.training"]
+    assert len(lines) == 1  # the first iteration only
+    assert f"eps_min={d.eps_min:.6g} (default eps_init / 4)" in lines[0]
+    assert f"eps_max={d.eps_max:.6g} (default 2 * eps_init)" in lines[0]
+    assert f"step_size={d.step_size:.6g} (default eps_init / 8)" in lines[0]
+    assert "eps_init" in lines[0] and "(default: the attack's eps)" in lines[0] and "PGD(" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="monai_dpaat.training"):
+        _run(tiny_cnn(), train[:4], a)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "monai_dpaat.training"]
+    assert f"eps_max={a.eps_max:.6g} (default: the attack's eps)" in line and f"eps_step={a.eps_step:.6g}" in line
 
 
 # ---------------------------------------------------------------------------------------- segmentation

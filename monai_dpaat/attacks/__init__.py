@@ -1,6 +1,9 @@
 """Adversarial attacks for MONAI networks: one loss-agnostic, N-D core (see :mod:`.base`).
 
-``adv = attack(network, images, targets)``; :func:`build_attack` makes one from a paper's name.
+``adv = attack(network, images, targets)``. An attack is described by its object: ``PGD(eps=8 / 255, steps=20)`` in
+Python, ``{"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 20}`` in a bundle config;
+:func:`build_attack` makes one from a paper's name (``build_attack("pgd", steps=20)``). ``attack.config()`` is its
+JSON record, ``attack.with_eps(eps)`` a copy at another budget.
 """
 
 from .base import LARGE_BUDGET_FRACTION, Attack, LargeBudgetWarning, check_budget, default_loss, restore_model_state

@@ -27,7 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Attack
+from monai_dpaat.conventions import primary_output
+
+from .base import Attack, l2_norm
 
 __all__ = ["APGD", "APGDDLR", "dlr_loss", "ce_loss", "apgd_checkpoints"]
 
@@ -79,10 +81,6 @@ def _take(t: Any, index: torch.Tensor) -> Any:
     if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == 1 and index.numel() != 1:
         return t.expand(index.numel(), *t.shape[1:])
     return t
-
-
-def _l2(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
 
 
 class APGD(Attack):
@@ -164,8 +162,7 @@ class APGD(Attack):
     @staticmethod
     def logits_of(outputs: Any) -> torch.Tensor:
         """Network outputs -> ``(N, K)`` logits (deep-supervision lists: the first output; ``(N, 1)`` -> ``(N, 2)``)."""
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[0]
+        outputs = primary_output(outputs)
         if outputs.ndim != 2:
             raise ValueError(
                 f"APGD needs classification outputs (N, K), got shape {tuple(outputs.shape)}; "
@@ -205,7 +202,7 @@ class APGD(Attack):
         if self.norm == "Linf":
             delta = torch.clamp(delta, min=-eps, max=eps)
         else:
-            delta = delta * torch.clamp(eps / _l2(delta).clamp_min(1e-12), max=1.0)
+            delta = delta * torch.clamp(eps / l2_norm(delta).clamp_min(1e-12), max=1.0)
         return self.clamp(x + delta, lo, hi)
 
     def _random_start(self, x, eps, lo, hi) -> torch.Tensor:
@@ -214,13 +211,13 @@ class APGD(Attack):
             t = t / t.flatten(1).abs().amax(1).clamp_min(1e-12).reshape(-1, *([1] * (x.ndim - 1)))
         else:
             t = self.noise_like(x, "normal")
-            t = t / _l2(t).clamp_min(1e-12)
+            t = t / l2_norm(t).clamp_min(1e-12)
         return self.clamp(x + eps * t, lo, hi)
 
     def _step(self, adv, grad, step_size) -> torch.Tensor:
         if self.norm == "Linf":
             return adv + step_size * grad.sign()
-        return adv + step_size * grad / _l2(grad).clamp_min(1e-12)
+        return adv + step_size * grad / l2_norm(grad).clamp_min(1e-12)
 
     # ------------------------------------------------------------------ one run
     def attack_single_run(self, network, x, y, eps, lo, hi):

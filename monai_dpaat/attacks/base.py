@@ -31,11 +31,13 @@ project with :meth:`Attack.project`, which keeps the per-step overhead below tor
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import math
 import numbers
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,6 +45,8 @@ import torch.nn.functional as F
 
 from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type
+
+from monai_dpaat.conventions import plain_tensor
 
 __all__ = [
     "Attack", "default_loss", "as_per_sample", "restore_model_state", "resize_target", "check_budget",
@@ -248,11 +252,6 @@ def _channel_error(err: RuntimeError, images: torch.Tensor) -> ValueError | None
     )
 
 
-def _plain(t: Any) -> Any:
-    """A ``MetaTensor`` as a plain tensor view (its metadata tracking would slow every step down)."""
-    return t.as_tensor() if isinstance(t, MetaTensor) else t
-
-
 @contextlib.contextmanager
 def restore_model_state(network: torch.nn.Module, mode: str | None = "eval"):
     """Run a block with ``network`` in ``mode`` ("eval", "train" or None = as is), then put back the
@@ -304,6 +303,9 @@ class Attack:
     tasks: tuple[str, ...] = ("classification", "segmentation")
     #: whether ``loss_function`` is used (False for attacks whose loss is part of the method, e.g. APGD's DLR)
     accepts_loss_function = True
+    #: the canonical name :func:`~monai_dpaat.attacks.register_attack` gave this very class (``"pgd"``,
+    #: ``"i-fgsm"``, ``"gn"``); not inherited: an unregistered subclass is named by its class (see :meth:`config`)
+    registered_name: str | None = None
 
     def __init__(
         self,
@@ -361,6 +363,58 @@ class Attack:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys if hasattr(self, k))
         return f"{type(self).__name__}({args})"
 
+    # ------------------------------------------------------------------ description and budget changes
+    def config(self) -> dict[str, Any]:
+        """A JSON-able record of the attack: ``name`` (the registry's canonical name, e.g. ``"pgd"``, without a
+        step count; the class name for an unregistered class) and the public constructor values the attack
+        keeps (``eps``, ``alpha``, ``steps``, ``random_start``, ``decay``, ``std``, ``value_range``, ...).
+        ``eps`` is None for an attack without a budget (GN's unbounded noise). Callables (``loss_function``)
+        and generators are left out; a one-element tensor becomes a float, a ``(N,)`` tensor a list."""
+        name = type(self).__dict__.get("registered_name") or type(self).__name__
+        record: dict[str, Any] = {"name": name}
+        for key in inspect.signature(type(self).__init__).parameters:
+            if key in ("self", "loss_function", "generator") or key in record or not hasattr(self, key):
+                continue
+            value = self._config_value(getattr(self, key))
+            if value is not NotImplemented:
+                record[key] = value
+        if "eps" in record and not self.bounded:
+            record["eps"] = None
+        return record
+
+    @staticmethod
+    def _config_value(value: Any) -> Any:
+        """``value`` as JSON data (tuples as lists, tensors as floats/lists), NotImplemented if it is not data."""
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, torch.Tensor):
+            return float(value) if value.numel() == 1 else value.detach().cpu().tolist()
+        if isinstance(value, (list, tuple)):
+            items = [Attack._config_value(v) for v in value]
+            return NotImplemented if NotImplemented in items else items
+        return NotImplemented
+
+    def with_eps(self, eps: float | torch.Tensor) -> Attack:
+        """A copy of this attack at budget ``eps``; this attack is left as it is.
+
+        The step size keeps its ratio to the budget (``alpha * eps / old_eps``), so the steps still reach the
+        ball's surface in the same number of iterations. An attack whose old budget is 0 or unbounded (GN's
+        noise without ``eps``) keeps its ``alpha``; GN keeps its ``std``, its noise is then clipped to ``eps``.
+        ``eps`` is checked as at construction (finite, >= 0, within the value range)."""
+        _check_budget(eps, "eps", allow_inf=self.value_range is None and not self.random_start,
+                      prefix=f"{type(self).__name__}.with_eps: ")
+        new = copy.copy(self)
+        old, alpha = self.eps, self.alpha
+        if isinstance(old, torch.Tensor) and old.numel() == 1:
+            old = float(old)
+        ratio_known = isinstance(old, numbers.Real) and math.isfinite(old) and old > 0
+        if ratio_known and isinstance(alpha, (numbers.Real, torch.Tensor)):
+            new.alpha = alpha * (eps / old)
+        new.eps = eps
+        new._warned_large_budget = False
+        new._budget_checked = new.check_budget(eps, "eps")
+        return new
+
     # ------------------------------------------------------------------ public call
     def __call__(
         self,
@@ -375,7 +429,7 @@ class Attack:
         values for this call (a training method passes per-sample tensors here)."""
         self._check_inputs(images, targets)
         with torch.inference_mode(False):
-            x, y = _plain(images).detach(), _plain(targets)
+            x, y = plain_tensor(images).detach(), plain_tensor(targets)  # metadata tracking would slow every step
             # inference tensors (made under torch.inference_mode) cannot enter autograd: copy them once
             if x.is_inference():
                 x = x.clone()
@@ -518,5 +572,6 @@ def mean_abs_normalize(grad: torch.Tensor) -> torch.Tensor:
     return grad / torch.mean(torch.abs(grad), dim=dims, keepdim=True).clamp_min(1e-12)
 
 
-def sequence_of(value: Any) -> Sequence:
-    return value if isinstance(value, (list, tuple)) else [value]
+def l2_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm of ``t`` ``(N, ...)``, shaped ``(N, 1, ..., 1)`` to broadcast against ``t``."""
+    return torch.linalg.vector_norm(t.flatten(1), dim=1).reshape(-1, *([1] * (t.ndim - 1)))

@@ -54,6 +54,11 @@ class MomentumIterative(Attack):
         self.kernel_length = int(kernel_length)
         self.nsig = float(nsig)
 
+    @property
+    def m(self) -> int:
+        """SI's number of scale copies, the ``m`` of the SI-NI-FGSM / SI-DI-FGSM constructors."""
+        return self.scale_copies
+
     def estimate_gradient(self, network, point: torch.Tensor, y) -> torch.Tensor:
         point = point.detach().requires_grad_(True)
         total = None

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack
+from .base import Attack, l2_norm
 
 __all__ = ["PGDL2"]
-
-
-def _l2(t: torch.Tensor) -> torch.Tensor:
-    """Per-sample L2 norm, shaped ``(N, 1, ..., 1)``."""
-    return t.flatten(1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
 
 
 class PGDL2(Attack):
@@ -29,7 +24,7 @@ class PGDL2(Attack):
 
     def project(self, adv, x, eps, lo, hi):
         delta = adv.detach() - x
-        factor = torch.clamp(eps / _l2(delta).clamp_min(self.eps_for_division), max=1.0)
+        factor = torch.clamp(eps / l2_norm(delta).clamp_min(self.eps_for_division), max=1.0)
         return self.clamp_inplace(delta.mul_(factor).add_(x), lo, hi)
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
@@ -37,10 +32,10 @@ class PGDL2(Attack):
         if self.random_start:
             delta = self.noise_like(x, "normal")
             r = self.noise_like(eps, "uniform", 0.0, 1.0)
-            delta = delta / _l2(delta).clamp_min(self.eps_for_division) * r * eps
+            delta = delta / l2_norm(delta).clamp_min(self.eps_for_division) * r * eps
             adv = self.clamp_inplace(delta.add_(x), lo, hi)
         for _ in range(self.steps):
             grad = self.gradient(network, adv, y)
-            step = grad / (_l2(grad) + self.eps_for_division)
+            step = grad / (l2_norm(grad) + self.eps_for_division)
             adv = self.project(step.mul_(alpha).add_(adv), x, eps, lo, hi)
         return adv

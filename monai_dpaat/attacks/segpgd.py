@@ -20,14 +20,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from monai_dpaat.conventions import primary_output
+
 from .base import Attack
 
 __all__ = ["DenseAttack", "SegPGD", "pixel_terms"]
 
 
 def _dense_output(outputs: Any) -> torch.Tensor:
-    if isinstance(outputs, (list, tuple)):  # deep supervision: the full-resolution head
-        outputs = outputs[0]
+    """The full-resolution segmentation output ``(N, K, *spatial)``: :func:`monai_dpaat.conventions.primary_output`."""
+    outputs = primary_output(outputs)
     if outputs.ndim < 3:
         raise ValueError(
             f"dense attacks need segmentation outputs (N, K, *spatial), got shape {tuple(outputs.shape)}; "

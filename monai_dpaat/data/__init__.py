@@ -14,7 +14,9 @@ what was expected, never truncated or skipped silently. Problems are logged to t
 from monai_dpaat.data.ham10000 import (
     HAM10000_CLASSES,
     ham10000_datalists,
+    ham10000_image_files,
     ham10000_transforms,
+    load_ham10000_image,
     read_ham10000_metadata,
 )
 from monai_dpaat.data.indexed import IndexedDataset
@@ -57,7 +59,9 @@ __all__ = [
     "IndexedDataset",
     "HAM10000_CLASSES",
     "ham10000_datalists",
+    "ham10000_image_files",
     "ham10000_transforms",
+    "load_ham10000_image",
     "read_ham10000_metadata",
     "BRATS_WHOLE_TUMOUR",
     "CheckNiftiFilesd",

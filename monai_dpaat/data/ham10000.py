@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from monai.data import PILReader
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -30,11 +29,10 @@ from monai.transforms import (
     Resized,
 )
 
-from monai_dpaat.data.transforms import CheckClassLabeld, CheckedLoadImaged, ToRGBFloatd, _positive_size
+from monai_dpaat.data.transforms import CheckClassLabeld, _positive_size, rgb_image_loading
 from monai_dpaat.data.utils import (
     DataError,
     PathLike,
-    as_image,
     check_dir,
     check_file,
     check_image_file,
@@ -42,7 +40,10 @@ from monai_dpaat.data.utils import (
     reindex,
 )
 
-__all__ = ["HAM10000_CLASSES", "ham10000_datalists", "ham10000_transforms", "read_ham10000_metadata"]
+__all__ = [
+    "HAM10000_CLASSES", "ham10000_datalists", "ham10000_transforms", "read_ham10000_metadata", "load_ham10000_image",
+    "ham10000_image_files",
+]
 
 #: diagnosis codes of HAM10000 and their names.
 HAM10000_CLASSES = {
@@ -350,17 +351,7 @@ def ham10000_transforms(
     """
     size = _positive_size(image_size, 2, "image_size")
     xforms = [CheckClassLabeld(keys="label", num_classes=num_classes)] if with_label else []
-    xforms += [
-        CheckedLoadImaged(
-            keys="image",
-            reader=PILReader(converter=as_image, reverse_indexing=False),
-            image_only=True,
-            ensure_channel_first=True,
-            dtype=None,  # keep uint8, which ToRGBFloatd divides by 255 (16-bit comes as float from as_image)
-        ),
-        ToRGBFloatd(keys="image"),
-        Resized(keys="image", spatial_size=size, mode="bilinear", anti_aliasing=True),
-    ]
+    xforms += _image_loading(size)
     if train:
         xforms += [
             RandFlipd(keys="image", prob=prob, spatial_axis=0),
@@ -372,3 +363,30 @@ def ham10000_transforms(
         EnsureTyped(keys="image", dtype=torch.float32, track_meta=track_meta),
     ]
     return Compose(xforms)
+
+
+def _image_loading(size: Sequence[int] | None) -> list:
+    """Load as :func:`~monai_dpaat.data.transforms.rgb_image_loading`, then resize to ``size`` (bilinear with
+    anti-aliasing; ``None``: keep the file's size)."""
+    xforms = rgb_image_loading("image")
+    if size is not None:
+        xforms.append(Resized(keys="image", spatial_size=size, mode="bilinear", anti_aliasing=True))
+    return xforms
+
+
+def load_ham10000_image(path: PathLike, image_size: int | Sequence[int] | None = None) -> torch.Tensor:
+    """One HAM10000 image file as a plain float32 ``(3, H, W)`` tensor in [0, 1], loaded and resized exactly
+    as :func:`ham10000_transforms` does (``image_size=None`` keeps the file's size)."""
+    size = None if image_size is None else _positive_size(image_size, 2, "image_size")
+    xforms = _image_loading(size) + [EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)]
+    return Compose(xforms)({"image": str(path)})["image"]
+
+
+def ham10000_image_files(
+    dataset_dir: PathLike, image_dirs: PathLike | Sequence[PathLike] | None = None
+) -> dict[str, Path]:
+    """``{image_id: path}`` of the HAM10000 images under ``dataset_dir`` (the folder of
+    ``HAM10000_metadata.csv``): in ``image_dirs`` (default: ``HAM10000_images_part_1/2`` where present, else
+    the folder itself), first folder wins. Raises ``ValueError`` when there is none."""
+    root = check_dir(dataset_dir, "HAM10000 dataset folder")
+    return _find_images(_resolve_image_dirs(root, image_dirs))

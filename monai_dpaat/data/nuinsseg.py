@@ -27,10 +27,9 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from monai_dpaat.data.transforms import CheckedLoadImaged, CheckSameSpatialShaped, ToRGBFloatd, _positive_size
+from monai_dpaat.data.transforms import CheckedLoadImaged, CheckSameSpatialShaped, _positive_size, rgb_image_loading
 from monai_dpaat.data.utils import (
     PathLike,
-    as_image,
     as_mask,
     check_dir,
     check_image_file,
@@ -163,16 +162,7 @@ def _load_and_prepare(target: str, with_label: bool = True) -> list:
     {0, 1} for binary, instance ids kept. An RGB mask with equal channels is read as grayscale."""
     if target not in MASK_FOLDERS:
         raise ValueError(f"target must be one of {sorted(MASK_FOLDERS)}, got {target!r}.")
-    xforms = [
-        CheckedLoadImaged(
-            keys="image",
-            reader=PILReader(converter=as_image, reverse_indexing=False),
-            image_only=True,
-            ensure_channel_first=True,
-            dtype=None,  # keep uint8, which ToRGBFloatd divides by 255 (16-bit comes as float from as_image)
-        ),
-        ToRGBFloatd(keys="image"),
-    ]
+    xforms = rgb_image_loading("image")
     if not with_label:
         return xforms
     xforms += [

@@ -21,11 +21,11 @@ from monai.config import KeysCollection
 from monai.data import ImageReader, PILReader
 from monai.transforms import LoadImaged, MapTransform, Transform
 
-from monai_dpaat.data.utils import DataError
+from monai_dpaat.data.utils import DataError, as_image
 
 __all__ = [
     "CheckedLoadImaged", "CheckFinited", "CheckClassLabeld", "RemapLabels", "RemapLabelsd", "CheckSameSpatialShaped",
-    "ToRGBFloatd", "above_background",
+    "ToRGBFloatd", "above_background", "rgb_image_loading",
 ]
 
 
@@ -363,3 +363,19 @@ def _positive_size(x: int | Sequence[int], n: int, name: str) -> tuple[int, ...]
     if size is None or len(size) != n or not all(positive_int(v) for v in size):
         raise DataError(f"{name} must be positive integers (one or {n}), got {size if size is not None else x!r}.")
     return tuple(int(v) for v in size)
+
+
+def rgb_image_loading(keys: KeysCollection = "image") -> list[MapTransform]:
+    """Dict transforms that load 2D image files with PIL at their real bit depth as float32 ``(3, H, W)`` in
+    [0, 1] (8-bit / 255, 16-bit / 65535, grayscale repeated to RGB): the loading step of the HAM10000 and
+    NuInsSeg transforms. Raises a ``ValueError`` naming the file that cannot be read."""
+    return [
+        CheckedLoadImaged(
+            keys=keys,
+            reader=PILReader(converter=as_image, reverse_indexing=False),
+            image_only=True,
+            ensure_channel_first=True,
+            dtype=None,  # keep uint8, which ToRGBFloatd divides by 255 (16-bit comes as float from as_image)
+        ),
+        ToRGBFloatd(keys=keys),
+    ]

@@ -22,7 +22,7 @@ from .metrics import (
     perturbation_norms,
     pixel_accuracy,
 )
-from .presets import PRESETS, dpaat_table, list_presets, parse_eps, preset, suite_with_eps, unet_paper
+from .presets import DEFAULT_EPS, PRESETS, dpaat_table, list_presets, parse_eps, preset, unet_paper
 from .report import (
     atomic_write_bytes,
     atomic_write_text,
@@ -39,17 +39,17 @@ from .suite import (
     RobustnessEvaluator,
     RobustnessResult,
     SuiteEntry,
+    attack_info,
     build_suite,
-    resolve_attack_specs,
 )
 
 __all__ = [
     "CLASSIFICATION_METRICS", "SEGMENTATION_METRICS", "METRIC_TITLES", "SegmentationMetrics", "accuracy",
     "average_precision", "classification_summary", "confusion_matrix", "macro_precision_recall_f1",
     "mean_average_precision", "perturbation_norms", "pixel_accuracy",
-    "PRESETS", "dpaat_table", "list_presets", "parse_eps", "preset", "suite_with_eps", "unet_paper",
+    "DEFAULT_EPS", "PRESETS", "dpaat_table", "list_presets", "parse_eps", "preset", "unet_paper",
     "atomic_write_bytes", "atomic_write_text", "combine_results", "ensure_output_dir", "load_report",
     "masking_flags", "write_report",
     "ORIGINAL", "WORST_CASE", "InfererNetwork", "RobustnessEvaluator", "RobustnessResult", "SuiteEntry",
-    "build_suite", "resolve_attack_specs",
+    "attack_info", "build_suite",
 ]

@@ -29,8 +29,8 @@ from monai.visualize import GradCAM, ModelWithHooks
 
 from monai_dpaat.atomic_io import atomic_write
 from monai_dpaat.attacks.base import restore_model_state
-from monai_dpaat.data.ham10000 import read_ham10000_metadata
-from monai_dpaat.utils import load_weights
+from monai_dpaat.data.ham10000 import ham10000_image_files, load_ham10000_image, read_ham10000_metadata
+from monai_dpaat.utils import check_config_is_safe, load_weights
 
 __all__ = [
     "find_target_layer",
@@ -348,11 +348,9 @@ def _build_network(spec: Any) -> nn.Module:
 
 def read_model_specs(models: Any, trust_config: bool = False) -> list[tuple[str, Any]]:
     """``[(name, spec)]`` from the forms :func:`load_model_specs` takes, building nothing. Unless ``trust_config``,
-    every network config is checked with :func:`monai_dpaat.cli.check_config_is_safe`: a spec file (or dict) is
+    every network config is checked with :func:`monai_dpaat.utils.check_config_is_safe`: a spec file (or dict) is
     data, so no ``$`` expression runs and only ``nn.Module`` classes / network factories of torch, torchvision,
     monai and monai_dpaat are built; ``UnsafeConfigError`` (a ``ValueError``) names the file and key."""
-    from monai_dpaat.cli import check_config_is_safe
-
     source = "models"
     if isinstance(models, (str, os.PathLike)):
         path = Path(models)
@@ -451,7 +449,8 @@ def load_ham10000_images(
     image_ids: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor | None], list[str], list[str]]:
     """``n_images`` HAM10000 images (alternating over ``classes``, one per lesion, seeded choice) as
-    ``(N, 3, H, W)`` float in [0, 1], plus masks (``{image_id}_segmentation.png`` or ``{image_id}.png`` in
+    ``(N, 3, H, W)`` float in [0, 1] (read by :func:`monai_dpaat.data.load_ham10000_image`, as training reads
+    them), plus masks (``{image_id}_segmentation.png`` or ``{image_id}.png`` in
     ``mask_dir``, ISIC 2018 naming; ``None`` where absent; ``mask_dir="otsu"``: :func:`otsu_lesion_mask`
     proxies), image ids and diagnoses.
 
@@ -472,7 +471,7 @@ def load_ham10000_images(
     if int(n_images) < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     size = (int(spatial_size),) * 2 if isinstance(spatial_size, (int, float)) else tuple(int(s) for s in spatial_size)
-    files = {p.stem: p for p in root.glob("HAM10000_images_part_*/*.jpg")}
+    files = ham10000_image_files(root)
     rows: dict[str, list[str]] = {c: [] for c in classes}
     dx_of: dict[str, str] = {}
     seen = set()
@@ -501,12 +500,10 @@ def load_ham10000_images(
             raise ValueError(f"no images of classes {list(classes)} found under {str(root)!r}")
     imgs, masks = [], []
     for image_id in chosen:
-        full = Image.open(files[image_id]).convert("RGB")
-        img = full.resize(size[::-1], Image.BILINEAR)
-        imgs.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        imgs.append(load_ham10000_image(files[image_id], size))
         mask = None
         if isinstance(mask_dir, str) and mask_dir.lower() == "otsu":  # from the full-resolution image
-            m = otsu_lesion_mask(torch.from_numpy(np.asarray(full, dtype=np.float32) / 255.0).permute(2, 0, 1))
+            m = otsu_lesion_mask(load_ham10000_image(files[image_id]))
             m = Image.fromarray(m[0].numpy().astype(np.uint8) * 255).resize(size[::-1], Image.NEAREST)
             mask = torch.from_numpy(np.asarray(m) > 127)[None]
         elif mask_dir is not None:

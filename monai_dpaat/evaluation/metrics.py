@@ -9,14 +9,15 @@ Segmentation (Koishiyeva et al. 2025): Dice (:class:`monai.metrics.DiceMetric`),
 pixel accuracy and the mean loss, all kept per sample by :class:`SegmentationMetrics`.
 
 Conventions: a class with no predicted sample has precision 0 (scikit-learn's ``zero_division=0``); a
-class with no positive sample has no average precision and is left out of the mAP mean; an HD95 that is
-undefined (empty prediction or empty ground truth) is left out of the HD95 mean and counted.
+class with no positive sample has no average precision and is left out of the mAP mean; Dice and IoU of a
+class absent from the ground truth follow :data:`monai_dpaat.conventions.EMPTY_GROUND_TRUTH` (1 when the
+prediction leaves it out too, else 0); an HD95 that is undefined (empty prediction or empty ground truth) is
+left out of the HD95 mean and counted.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,10 +26,13 @@ from monai.metrics import (
     DiceMetric,
     HausdorffDistanceMetric,
     MeanIoU,
+    compute_average_precision,
     compute_confusion_matrix_metric,
     get_confusion_matrix,
 )
 from monai.networks.utils import one_hot
+
+from monai_dpaat.conventions import discretize, label_map, primary_output
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -41,7 +45,6 @@ __all__ = [
     "mean_average_precision",
     "classification_summary",
     "scores_from_logits",
-    "discretize_segmentation",
     "pixel_accuracy",
     "SegmentationMetrics",
     "perturbation_norms",
@@ -122,25 +125,22 @@ def macro_precision_recall_f1(predictions: torch.Tensor, labels: torch.Tensor, n
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """Average precision of one class: ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds
-    (no interpolation; the same definition as scikit-learn's ``average_precision_score``).
+    (no interpolation; scikit-learn's ``average_precision_score``), from
+    :func:`monai.metrics.compute_average_precision`.
 
-    ``scores``: ``(N,)`` scores of the class; ``targets``: ``(N,)`` in {0, 1}. NaN when there is no positive.
+    ``scores``: ``(N,)`` scores of the class; ``targets``: ``(N,)`` in {0, 1}. NaN when there is no positive;
+    1 when every sample is positive (every threshold has precision 1; MONAI returns NaN there).
     """
     scores = torch.as_tensor(scores).detach().double().flatten().cpu()
     targets = torch.as_tensor(targets).detach().double().flatten().cpu()
     if scores.shape != targets.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} differ in shape")
-    if targets.sum() <= 0:
+    positives = int(targets.sum())
+    if positives <= 0:
         return float("nan")
-    order = torch.argsort(scores, descending=True, stable=True)
-    s, t = scores[order], targets[order]
-    tps, fps = torch.cumsum(t, 0), torch.cumsum(1 - t, 0)
-    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).flatten(), torch.tensor([s.numel() - 1])])
-    tps, fps = tps[last], fps[last]
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    recall_prev = torch.cat([torch.zeros(1, dtype=recall.dtype), recall[:-1]])
-    return float(((recall - recall_prev) * precision).sum())
+    if positives == targets.numel():
+        return 1.0
+    return float(compute_average_precision(scores, targets))
 
 
 def mean_average_precision(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
@@ -158,8 +158,7 @@ def mean_average_precision(probabilities: torch.Tensor, labels: torch.Tensor) ->
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities ``(N, K)`` from classifier logits ``(N, K)``; a one-logit (sigmoid) output
     ``(N, 1)`` becomes ``(N, 2)`` = ``[1 - p, p]``."""
-    if isinstance(logits, (list, tuple)):
-        logits = logits[0]
+    logits = primary_output(logits)
     if logits.ndim != 2:
         raise ValueError(f"classifier output must be (N, K) logits, got shape {tuple(logits.shape)}")
     if logits.shape[1] == 1:
@@ -183,20 +182,6 @@ def classification_summary(probabilities: torch.Tensor, labels: torch.Tensor, nu
 
 
 # ---------------------------------------------------------------------------------------------- segmentation
-def discretize_segmentation(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """From segmentation logits ``(N, K, *spatial)`` return ``(labels (N, 1, *spatial), one_hot)``; the one-hot
-    has ``K`` channels (``K > 1``, argmax) or one foreground channel (``K = 1``, sigmoid > 0.5)."""
-    if isinstance(output, (list, tuple)):
-        output = output[0]
-    if output.ndim < 3:
-        raise ValueError(f"segmentation output must be (N, K, *spatial), got shape {tuple(output.shape)}")
-    if output.shape[1] == 1:
-        labels = (output > 0).long()
-        return labels, labels.float()
-    labels = output.argmax(1, keepdim=True)
-    return labels, one_hot(labels, output.shape[1], dim=1)
-
-
 def pixel_accuracy(pred_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample fraction of pixels whose predicted label equals the true one (background included).
 
@@ -217,10 +202,16 @@ def finite_mean(values: torch.Tensor) -> float:
 class SegmentationMetrics:
     """Accumulates per-sample segmentation metrics of one table row over batches.
 
-    ``update(output, labels, loss)`` takes logits ``(B, K, *spatial)``, labels ``(B, 1, *spatial)`` and the
-    per-sample losses ``(B,)``. Dice / IoU / HD95 come from MONAI's metric classes with ``reduction="none"``
-    (background excluded when ``K > 1``; the single channel is the foreground when ``K = 1``) and are
-    averaged over classes per sample (NaN-aware).
+    ``update(output, labels, loss)`` takes logits ``(B, K, *spatial)`` (discretized by
+    :func:`monai_dpaat.conventions.discretize`), labels ``(B, 1, *spatial)`` and the per-sample losses ``(B,)``
+    (e.g. :func:`monai_dpaat.conventions.per_sample_losses`). Dice / IoU / HD95 come from MONAI's metric classes
+    with ``reduction="none"`` (background excluded when ``K > 1``; the single channel is the foreground when
+    ``K = 1``) and are averaged over classes per sample (NaN-aware).
+
+    Empty ground truth: Dice and IoU follow the package's one policy,
+    :data:`monai_dpaat.conventions.EMPTY_GROUND_TRUTH` (MONAI's ``ignore_empty=False``), so the per-sample Dice
+    equals :func:`monai_dpaat.conventions.per_sample_dice`; HD95 is undefined (NaN, left out of the mean and
+    counted) when the prediction or the ground truth of a class is empty.
 
     Args:
         hd95: compute HD95 (the slowest metric; off gives NaN).
@@ -236,8 +227,8 @@ class SegmentationMetrics:
         include_bg = num_channels == 1
         if self._dice is None or include_bg != self._include_bg:
             self._include_bg = include_bg
-            self._dice = DiceMetric(include_background=include_bg, reduction="none")
-            self._iou = MeanIoU(include_background=include_bg, reduction="none")
+            self._dice = DiceMetric(include_background=include_bg, reduction="none", ignore_empty=False)
+            self._iou = MeanIoU(include_background=include_bg, reduction="none", ignore_empty=False)
             self._hd = HausdorffDistanceMetric(include_background=include_bg, percentile=95, reduction="none")
         return self._dice, self._iou, self._hd
 
@@ -250,13 +241,12 @@ class SegmentationMetrics:
         return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
 
     def update(self, output: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Add one batch; returns its per-sample values ``{metric: (B,)}``."""
-        if isinstance(output, (list, tuple)):
-            output = output[0]
-        pred_labels, pred_oh = discretize_segmentation(output.detach())
+        """Add one batch; returns its per-sample values ``{metric: (B,)}`` (float64, CPU)."""
+        output = primary_output(output).detach()
+        pred_labels, pred_oh = discretize(output)
         k = output.shape[1]
-        labels = labels.reshape(pred_labels.shape).long()
-        label_oh = labels.float() if k == 1 else one_hot(labels, k, dim=1)
+        labels = label_map(labels, output)
+        label_oh = (labels > 0).float() if k == 1 else one_hot(labels, k, dim=1)
         dice_m, iou_m, hd_m = self._metrics(k)
         batch = {
             "dice": self._class_mean(dice_m(pred_oh, label_oh).cpu()),
@@ -281,15 +271,13 @@ class SegmentationMetrics:
         return {k: (torch.cat(v) if v else torch.zeros(0, dtype=torch.float64)) for k, v in self._values.items()}
 
     def summary(self) -> dict[str, float]:
-        """Row values: the NaN-aware sample means, plus ``hd95_undefined`` (samples without a finite HD95)."""
-        values = self.per_sample()
-        out = {k: finite_mean(v) for k, v in values.items()}
-        out["hd95_undefined"] = int((~torch.isfinite(values["hd95"])).sum()) if self.hd95 else 0
-        return out
+        """Row values of every sample seen so far (:func:`summarize_segmentation` of :meth:`per_sample`)."""
+        return summarize_segmentation(self.per_sample(), self.hd95)
 
 
 def summarize_segmentation(values: dict[str, torch.Tensor], hd95: bool = True) -> dict[str, float]:
-    """Row values from per-sample ``{metric: (N,)}`` tensors (used for the worst-case row)."""
+    """Row values from per-sample ``{metric: (N,)}`` tensors: the NaN-aware sample means, plus
+    ``hd95_undefined`` (samples without a finite HD95). Used for the attack rows and the worst-case row."""
     out = {k: finite_mean(v) for k, v in values.items()}
     out["hd95_undefined"] = int((~torch.isfinite(values["hd95"])).sum()) if hd95 else 0
     return out
@@ -300,10 +288,3 @@ def perturbation_norms(adversarial: torch.Tensor, clean: torch.Tensor) -> tuple[
     delta = (adversarial.detach() - clean.detach()).reshape(clean.shape[0], -1).double()
     return delta.abs().amax(1).cpu(), delta.norm(p=2, dim=1).cpu()
 
-
-def per_sample_loss(loss_function: Callable, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` losses, ``loss_function`` applied to each sample of the batch on its own."""
-    if isinstance(output, (list, tuple)):
-        output = output[0]
-    return torch.stack([torch.as_tensor(loss_function(output[i : i + 1], labels[i : i + 1])).detach().reshape(())
-                        for i in range(output.shape[0])]).double().cpu()

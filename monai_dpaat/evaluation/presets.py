@@ -1,4 +1,4 @@
-"""Attack suites of the papers, as lists of config-friendly ``{"name": ..., "label": ..., **kwargs}`` dicts.
+"""Attack suites of the papers, as ordered ``{label: Attack}`` dicts.
 
 - ``unet-paper``: the eight attacks of Koishiyeva et al. 2025 (FGSM, PGD, MI-FGSM, TI-FGSM, DI-FGSM,
   SI-DI-FGSM, NI-FGSM, GN). The paper gives no attack settings; the defaults are torchattacks' (eps 8/255,
@@ -8,19 +8,26 @@
   paper's epsilon was lost in extraction, so ``eps`` defaults to **8/255** (L-inf, on images in [0, 1]),
   the common budget, and the step size to ``eps / 4`` (2/255); both are parameters.
 
-Every preset takes ``eps`` (and ``alpha``, default ``eps / 4``) so one suite can be re-run along an
-epsilon sweep. ``GN`` in ``unet-paper`` keeps its std; with ``gn_eps`` (or an eps sweep through
-:func:`suite_with_eps`) its noise is clipped to the L-inf budget for a like-for-like comparison.
+>>> list(preset("dpaat-table", eps=4 / 255, only=["FGSM", "20-PGD"]))
+['FGSM', '20-PGD']
+
+In a bundle config: ``"attacks": "$monai_dpaat.evaluation.preset(@robustness_preset, eps=@robustness_eps)"``.
+Every preset takes ``eps`` (and ``alpha``, default ``eps / 4``) so one suite can be re-run along an epsilon
+sweep. ``GN`` in ``unet-paper`` keeps its std; with ``gn_eps`` (or an eps sweep, :meth:`Attack.with_eps`) its
+noise is clipped to the L-inf budget for a like-for-like comparison.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["PRESETS", "preset", "unet_paper", "dpaat_table", "suite_with_eps", "parse_eps", "list_presets"]
+from monai_dpaat.attacks import DIFGSM, FGSM, IFGSM, MIFGSM, NIFGSM, PGD, SIDIFGSM, TIFGSM, Attack, GaussianNoise
 
+__all__ = ["PRESETS", "DEFAULT_EPS", "preset", "unet_paper", "dpaat_table", "parse_eps", "list_presets"]
+
+#: the budget of every preset unless told otherwise (L-inf, images in [0, 1])
 DEFAULT_EPS = 8 / 255
 
 
@@ -29,49 +36,80 @@ def _alpha(eps: float, alpha: float | None) -> float:
 
 
 def unet_paper(eps: float = DEFAULT_EPS, alpha: float | None = None, steps: int = 10, std: float = 0.1,
-               gn_eps: float | None = None) -> list[dict[str, Any]]:
-    """Koishiyeva et al. 2025's suite (rows of their Tables 2-4, in their order)."""
-    a = _alpha(eps, alpha)
-    common = {"eps": eps, "alpha": a, "steps": steps}
-    return [
-        {"name": "fgsm", "label": "FGSM", "eps": eps},
-        {"name": "pgd", "label": "PGD", **common},
-        {"name": "mi-fgsm", "label": "MI-FGSM", **common, "decay": 1.0},
-        {"name": "ti-fgsm", "label": "TI-FGSM", **common},
-        {"name": "di-fgsm", "label": "DI-FGSM", **common},
-        {"name": "si-di-fgsm", "label": "SI-DI-FGSM", **common},
-        {"name": "ni-fgsm", "label": "NI-FGSM", **common, "decay": 1.0},
-        {"name": "gn", "label": "GN", "std": std, "eps": gn_eps},
-    ]
+               gn_eps: float | None = None, **attack_kwargs: Any) -> dict[str, Attack]:
+    """Koishiyeva et al. 2025's suite (rows of their Tables 2-4, in their order). ``attack_kwargs``
+    (``value_range``, ``loss_function``, ``generator``, ``model_mode``) go to every attack."""
+    common = {"eps": eps, "alpha": _alpha(eps, alpha), "steps": steps, **attack_kwargs}
+    gn_kwargs = {k: v for k, v in attack_kwargs.items() if k in ("value_range", "generator")}
+    return {
+        "FGSM": FGSM(eps=eps, **attack_kwargs),
+        "PGD": PGD(**common),
+        "MI-FGSM": MIFGSM(**common, decay=1.0),
+        "TI-FGSM": TIFGSM(**common),
+        "DI-FGSM": DIFGSM(**common),
+        "SI-DI-FGSM": SIDIFGSM(**common),
+        "NI-FGSM": NIFGSM(**common, decay=1.0),
+        "GN": GaussianNoise(std=std, eps=gn_eps, **gn_kwargs),
+    }
 
 
-def dpaat_table(eps: float = DEFAULT_EPS, alpha: float | None = None) -> list[dict[str, Any]]:
-    """Li et al. 2024's Table I columns: FGSM, 10-IFGSM, 20-IFGSM, 20-PGD, 50-PGD (L-inf, budget ``eps``)."""
-    a = _alpha(eps, alpha)
-    return [
-        {"name": "fgsm", "label": "FGSM", "eps": eps},
-        {"name": "i-fgsm", "label": "10-IFGSM", "eps": eps, "alpha": a, "steps": 10},
-        {"name": "i-fgsm", "label": "20-IFGSM", "eps": eps, "alpha": a, "steps": 20},
-        {"name": "pgd", "label": "20-PGD", "eps": eps, "alpha": a, "steps": 20},
-        {"name": "pgd", "label": "50-PGD", "eps": eps, "alpha": a, "steps": 50},
-    ]
+def dpaat_table(eps: float = DEFAULT_EPS, alpha: float | None = None, **attack_kwargs: Any) -> dict[str, Attack]:
+    """Li et al. 2024's Table I columns: FGSM, 10-IFGSM, 20-IFGSM, 20-PGD, 50-PGD (L-inf, budget ``eps``).
+    The step counts are part of the labels, so there is no ``steps`` parameter."""
+    common = {"eps": eps, "alpha": _alpha(eps, alpha), **attack_kwargs}
+    return {
+        "FGSM": FGSM(eps=eps, **attack_kwargs),
+        "10-IFGSM": IFGSM(**common, steps=10),
+        "20-IFGSM": IFGSM(**common, steps=20),
+        "20-PGD": PGD(**common, steps=20),
+        "50-PGD": PGD(**common, steps=50),
+    }
 
 
-#: preset name -> factory ``(eps=..., alpha=..., ...) -> list of attack spec dicts``
-PRESETS: dict[str, Callable[..., list[dict[str, Any]]]] = {"unet-paper": unet_paper, "dpaat-table": dpaat_table}
+#: preset name -> factory ``(eps=..., alpha=..., ...) -> {label: Attack}``
+PRESETS: dict[str, Callable[..., dict[str, Attack]]] = {"unet-paper": unet_paper, "dpaat-table": dpaat_table}
 
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
-def preset(name: str, **kwargs: Any) -> list[dict[str, Any]]:
-    """The attack specs of preset ``name`` (``eps``, ``alpha``, ... passed on to its factory)."""
+def preset(name: str, eps: float | None = DEFAULT_EPS, alpha: float | None = None, steps: int | None = None,
+           value_range: Any = "data", only: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Attack]:
+    """The attacks of preset ``name`` as an ordered ``{label: Attack}`` dict.
+
+    Args:
+        name: ``"dpaat-table"`` or ``"unet-paper"`` (case-insensitive, ``_`` for ``-``).
+        eps: budget of every attack (None: the default 8/255).
+        alpha: step size of the iterative attacks (None: ``eps / 4``).
+        steps: step count of the multi-step attacks of presets that have one (``unet-paper``; None: 10).
+        value_range: given to every attack (``"data"``, ``(lo, hi)`` or None for z-scored volumes).
+        only: keep these labels, in this order (e.g. ``["FGSM", "20-PGD"]``).
+        kwargs: preset-specific (``unet-paper``: ``std``, ``gn_eps``) or given to every attack
+            (``loss_function``, ``generator``, ``model_mode``).
+
+    Raises:
+        ValueError: an unknown preset or label in ``only``, or ``steps`` for a preset whose labels fix them.
+    """
     key = str(name).strip().lower().replace("_", "-")
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(list_presets())}")
+    factory = PRESETS[key]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return PRESETS[key](**kwargs)
+    if steps is not None:
+        if "steps" not in inspect.signature(factory).parameters:
+            raise ValueError(f"preset {key!r} fixes its step counts in its labels; pick labels with only= "
+                             f"instead of steps={steps}")
+        kwargs["steps"] = steps
+    attacks = factory(eps=DEFAULT_EPS if eps is None else parse_eps(eps), alpha=alpha, value_range=value_range,
+                      **kwargs)
+    if only is None:
+        return attacks
+    labels = [only] if isinstance(only, str) else list(only)
+    unknown = [label for label in labels if label not in attacks]
+    if unknown:
+        raise ValueError(f"preset {key!r} has no attack labelled {unknown}; its labels: {', '.join(attacks)}")
+    return {label: attacks[label] for label in labels}
 
 
 def parse_eps(value: Any) -> float:
@@ -92,44 +130,4 @@ def parse_eps(value: Any) -> float:
             raise ValueError(f"eps must be a number or 'a/b' such as '8/255', got {value!r}") from None
     if not out >= 0:
         raise ValueError(f"eps must be >= 0, got {value!r}")
-    return out
-
-
-def _defaults(name: str) -> tuple[float | None, float | None]:
-    """``(eps, alpha)`` an attack is built with by default (alpha ``None`` for single-step / gradient-free ones)."""
-    from monai_dpaat.attacks import build_attack
-
-    try:
-        attack = build_attack(name)
-    except (ValueError, TypeError):
-        return None, None  # an unknown name is reported when the suite is built
-    eps, alpha = getattr(attack, "eps", None), getattr(attack, "alpha", None)
-    eps = float(eps) if isinstance(eps, (int, float)) else None
-    if not getattr(attack, "uses_gradient", True) or getattr(attack, "steps", 1) <= 1:
-        return eps, None
-    return eps, (float(alpha) if isinstance(alpha, (int, float)) else None)
-
-
-def suite_with_eps(specs: Sequence[Mapping[str, Any]], eps: float) -> list[dict[str, Any]]:
-    """Copies of ``specs`` at budget ``eps``. The step size keeps its ratio to the budget: a spec's ``alpha``
-    (else the attack's default step at its default budget, e.g. PGD's 2/255 : 8/255) is scaled by
-    ``eps / old_eps``, so the steps still reach the ball's surface. A GN spec gets its noise clipped to
-    ``eps``; ``std`` and ``steps`` are kept."""
-    out = []
-    for spec in specs:
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"suite_with_eps needs attack spec dicts, got {type(spec).__name__}")
-        new = copy.deepcopy(dict(spec))
-        old, alpha = new.get("eps"), new.get("alpha")
-        if (old is None or alpha is None) and "name" in new:
-            default_eps, default_alpha = _defaults(new["name"])
-            if alpha is None and old is None:
-                old, alpha = default_eps, default_alpha
-            elif alpha is None and default_eps and default_alpha is not None:
-                alpha = default_alpha * float(old) / default_eps  # the default step/eps ratio at the spec's eps
-        old = DEFAULT_EPS if old is None else float(old)
-        if alpha is not None and old > 0:
-            new["alpha"] = float(alpha) * eps / old
-        new["eps"] = eps
-        out.append(new)
     return out

@@ -38,6 +38,7 @@ from ..atomic_io import atomic_write_bytes as _atomic_write_bytes
 from ..atomic_io import ensure_output_dir, fsync_dir, new_file
 from . import plots as P
 from .metrics import CLASSIFICATION_METRICS, METRIC_TITLES, SEGMENTATION_METRICS
+from .sanity import flags_from_records
 from .suite import ORIGINAL, WORST_CASE, RobustnessResult
 
 __all__ = [
@@ -427,13 +428,9 @@ def masking_records(result: RobustnessResult) -> list[dict[str, Any]]:
 
 
 def masking_flags(results: Mapping[str, RobustnessResult],
-                  sweeps: Mapping[str, Mapping[float, RobustnessResult]] | None = None) -> list[str] | None:
+                  sweeps: Mapping[str, Mapping[float, RobustnessResult]] | None = None) -> list[str]:
     """Gradient-masking red flags from the numbers a report already has (per model; sweeps included), via
-    :func:`monai_dpaat.evaluation.sanity.flags_from_records`. ``None`` when that module is unavailable."""
-    try:
-        from monai_dpaat.evaluation.sanity import flags_from_records
-    except ImportError:
-        return None
+    :func:`monai_dpaat.evaluation.sanity.flags_from_records`."""
     flags = []
     for name, result in results.items():
         records = masking_records(result)
@@ -562,8 +559,7 @@ def write_report(results: Any, output_dir: str | os.PathLike, metrics: Sequence[
     all_flags = list(flags) if flags is not None else None
     if check_masking:
         derived = masking_flags(results, sweeps)
-        if derived is not None:
-            all_flags = (all_flags or []) + [f for f in derived if f not in (all_flags or [])]
+        all_flags = (all_flags or []) + [f for f in derived if f not in (all_flags or [])]
 
     old_names = _report_names(real)
     if not _swappable(real):

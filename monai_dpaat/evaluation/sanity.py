@@ -25,6 +25,7 @@ import torch
 
 from monai_dpaat.attacks import FGSM, PGD, Attack, GaussianNoise
 from monai_dpaat.attacks.base import restore_model_state
+from monai_dpaat.conventions import image_and_label, per_sample_correct, per_sample_dice, primary_output
 
 __all__ = [
     "check_gradient_masking",
@@ -68,17 +69,12 @@ def flags_from_records(
     bounded_grad = [r for r in grad if math.isfinite(r["eps"])]
 
     # 1. accuracy must not rise with eps (per attack and step count), nor above clean
-    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for r in bounded_grad:
-        groups[(r["attack"], r["steps"])].append(r)
-    for (name, steps), rows in sorted(groups.items()):
-        rows = sorted(rows, key=lambda r: r["eps"])
-        for small, large in zip(rows, rows[1:]):
-            if large["eps"] > small["eps"] and large["robust_accuracy"] > small["robust_accuracy"] + tolerance:
-                flags.append(
-                    f"robust accuracy rises with eps: {_label(name, steps)} gives {_pct(small)} at "
-                    f"eps={_fmt(small['eps'])} but {_pct(large)} at eps={_fmt(large['eps'])}"
-                )
+    for (name, steps), small, large in _neighbours(bounded_grad, ("attack", "steps"), "eps"):
+        if large["eps"] > small["eps"] and large["robust_accuracy"] > small["robust_accuracy"] + tolerance:
+            flags.append(
+                f"robust accuracy rises with eps: {_label(name, steps)} gives {_pct(small)} at "
+                f"eps={_fmt(small['eps'])} but {_pct(large)} at eps={_fmt(large['eps'])}"
+            )
     if clean_acc is not None:
         for r in grad:
             if r["robust_accuracy"] > clean_acc + tolerance:
@@ -96,21 +92,20 @@ def flags_from_records(
         single = [r for r in rows if r["uses_gradient"] and r["steps"] <= 1]
         iterative = [r for r in rows if r["uses_gradient"] and r["steps"] > 1]
         noise = [r for r in rows if not r["uses_gradient"]]
-        if single and iterative:
-            s, it = _best(single), _best(iterative)
-            if s["robust_accuracy"] < it["robust_accuracy"] - tolerance:
-                flags.append(
-                    f"single-step beats iterative at eps={_fmt(eps)}: {_label(s['attack'], s['steps'])} "
-                    f"{_pct(s)} < {_label(it['attack'], it['steps'])} {_pct(it)}"
-                )
-        gradient_rows = single + iterative
-        if noise and gradient_rows:
-            n, g = _best(noise), _best(gradient_rows)
-            if n["robust_accuracy"] < g["robust_accuracy"] - tolerance:
-                flags.append(
-                    f"random noise beats the gradient attacks at eps={_fmt(eps)}: {n['attack']} {_pct(n)} < "
-                    f"{_label(g['attack'], g['steps'])} {_pct(g)}"
-                )
+        beaten = _weaker_wins(single, iterative, tolerance)
+        if beaten:
+            s, it = beaten
+            flags.append(
+                f"single-step beats iterative at eps={_fmt(eps)}: {_label(s['attack'], s['steps'])} "
+                f"{_pct(s)} < {_label(it['attack'], it['steps'])} {_pct(it)}"
+            )
+        beaten = _weaker_wins(noise, single + iterative, tolerance)
+        if beaten:
+            n, g = beaten
+            flags.append(
+                f"random noise beats the gradient attacks at eps={_fmt(eps)}: {n['attack']} {_pct(n)} < "
+                f"{_label(g['attack'], g['steps'])} {_pct(g)}"
+            )
 
     # 4. an unbounded gradient attack must reach ~0 accuracy
     for r in grad:
@@ -121,20 +116,27 @@ def flags_from_records(
             )
 
     # 5. more steps of the same attack should not keep lowering accuracy a lot
-    same: dict[tuple[str, float], list[dict]] = defaultdict(list)
-    for r in bounded_grad:
-        same[(r["attack"], r["eps"])].append(r)
-    for (name, eps), rows in sorted(same.items()):
-        rows = sorted(rows, key=lambda r: r["steps"])
-        for few, many in zip(rows, rows[1:]):
-            if few["steps"] > 1 and many["steps"] > few["steps"] and (
-                few["robust_accuracy"] - many["robust_accuracy"] > steps_drop
-            ):
-                flags.append(
-                    f"more steps keep lowering accuracy at eps={_fmt(eps)}: {_label(name, few['steps'])} "
-                    f"{_pct(few)} -> {_label(name, many['steps'])} {_pct(many)} (attack not converged)"
-                )
+    for (name, eps), few, many in _neighbours(bounded_grad, ("attack", "eps"), "steps"):
+        if few["steps"] > 1 and many["steps"] > few["steps"] and (
+            few["robust_accuracy"] - many["robust_accuracy"] > steps_drop
+        ):
+            flags.append(
+                f"more steps keep lowering accuracy at eps={_fmt(eps)}: {_label(name, few['steps'])} "
+                f"{_pct(few)} -> {_label(name, many['steps'])} {_pct(many)} (attack not converged)"
+            )
     return flags
+
+
+def _neighbours(records: list[dict], group_by: tuple[str, ...], order_by: str):
+    """``(group key, a, b)`` for records ``a``, ``b`` next to each other in ``order_by`` order within each group
+    of equal ``group_by`` values (groups in sorted key order)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r[k] for k in group_by)].append(r)
+    for key, rows in sorted(groups.items()):
+        rows = sorted(rows, key=lambda r: r[order_by])
+        for a, b in zip(rows, rows[1:]):
+            yield key, a, b
 
 
 def _checked_record(record: Mapping[str, Any], index: int) -> dict:
@@ -161,6 +163,15 @@ def _best(rows: list[dict]) -> dict:
     return min(rows, key=lambda r: r["robust_accuracy"])
 
 
+def _weaker_wins(weaker: list[dict], stronger: list[dict], tolerance: float) -> tuple[dict, dict] | None:
+    """The best records of a weaker attack family and of a stronger one when the weaker leaves a lower
+    accuracy by more than ``tolerance`` (a gradient-masking sign); else None."""
+    if not weaker or not stronger:
+        return None
+    w, s = _best(weaker), _best(stronger)
+    return (w, s) if w["robust_accuracy"] < s["robust_accuracy"] - tolerance else None
+
+
 def _label(name: str, steps: int) -> str:
     return f"{name.upper()}-{steps}" if steps > 1 else name.upper()
 
@@ -178,46 +189,23 @@ def _fmt(eps: float) -> str:
 
 # ---------------------------------------------------------------------------------------------- scoring
 def score_of(outputs: Any, targets: torch.Tensor, task: str = "classification") -> torch.Tensor:
-    """Per-sample score ``(N,)``: 1/0 correctness (classification) or mean foreground Dice (segmentation).
+    """Per-sample float32 score ``(N,)``: 1/0 correctness (classification,
+    :func:`monai_dpaat.conventions.per_sample_correct`) or mean foreground Dice (segmentation,
+    :func:`monai_dpaat.conventions.per_sample_dice`, with the package's empty-ground-truth policy
+    :data:`monai_dpaat.conventions.EMPTY_GROUND_TRUTH`).
 
     Classification: outputs ``(N, K)`` (argmax) or ``(N, 1)`` (logit > 0); targets ``(N,)``, ``(N, 1)``
     or one-hot ``(N, K)``. Segmentation: outputs ``(N, K, *spatial)`` (argmax, background class 0 left
-    out) or ``(N, 1, *spatial)`` (logit > 0); targets ``(N, 1, *spatial)``, ``(N, *spatial)`` or one-hot;
-    a class absent from both prediction and target counts as Dice 1.
+    out) or ``(N, 1, *spatial)`` (logit > 0); targets ``(N, 1, *spatial)``, ``(N, *spatial)`` or one-hot.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if isinstance(outputs, (list, tuple)):
-        outputs = outputs[0]
-    n, k = outputs.shape[0], outputs.shape[1]
-    t = torch.as_tensor(targets, device=outputs.device)
+    outputs = primary_output(outputs)
     if task == "classification":
         if outputs.ndim != 2:
             raise ValueError(f"classification outputs must be (N, K), got shape {tuple(outputs.shape)}")
-        if t.ndim == 2 and t.shape[1] == k and k > 1:
-            t = t.argmax(1)
-        t = t.reshape(n)
-        pred = (outputs[:, 0] > 0).long() if k == 1 else outputs.argmax(1)
-        return (pred == t.round().long()).to(torch.float32)
-    if outputs.ndim < 3:
-        raise ValueError(f"segmentation outputs must be (N, K, *spatial), got shape {tuple(outputs.shape)}")
-    spatial = outputs.shape[2:]
-    if k == 1:
-        pred = (outputs > 0).reshape(n, 1, -1)
-        truth = (t.reshape(n, 1, -1) > 0.5)
-    else:
-        if t.shape == outputs.shape and t.is_floating_point():
-            t = t.argmax(1)
-        elif t.ndim == outputs.ndim and t.shape[1] == 1:
-            t = t[:, 0]
-        t = t.reshape(n, *spatial).round().long()
-        classes = torch.arange(1, k, device=outputs.device).reshape(1, -1, 1)
-        pred = outputs.argmax(1).reshape(n, 1, -1) == classes
-        truth = t.reshape(n, 1, -1) == classes
-    inter = (pred & truth).sum(-1).float()
-    total = pred.sum(-1).float() + truth.sum(-1).float()
-    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-    return dice.mean(1)
+        return per_sample_correct(outputs, targets).to(torch.float32)
+    return per_sample_dice(outputs, targets).to(torch.float32)
 
 
 def materialize_batches(
@@ -230,7 +218,8 @@ def materialize_batches(
     """Read ``(image, label)`` pairs once so every attack sees the same samples.
 
     Accepts a DataLoader / list of dicts (``{image_key: (N, C, ...), label_key: ...}``, MONAI style) or of
-    ``(image, label)`` pairs, or a single ``(images, labels)`` pair of tensors.
+    ``(image, label)`` pairs, or a single ``(images, labels)`` pair of tensors; each batch is unpacked by
+    :func:`monai_dpaat.conventions.image_and_label` (plain tensors, float images).
     """
     if (isinstance(loader_or_batches, (tuple, list)) and len(loader_or_batches) == 2
             and all(isinstance(b, torch.Tensor) for b in loader_or_batches)):
@@ -239,17 +228,11 @@ def materialize_batches(
     for i, batch in enumerate(loader_or_batches):
         if max_batches is not None and i >= max_batches:
             break
-        if isinstance(batch, Mapping):
-            if image_key not in batch or label_key not in batch:
-                raise ValueError(f"batch {i} has keys {sorted(batch)}, expected {image_key!r} and {label_key!r}")
-            x, y = batch[image_key], batch[label_key]
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            x, y = batch[0], batch[1]
-        else:
-            raise ValueError(f"batch {i} must be a dict or an (image, label) pair, got {type(batch).__name__}")
-        x, y = torch.as_tensor(x), torch.as_tensor(y)
-        x = (x.as_tensor() if hasattr(x, "as_tensor") else x).float()  # MetaTensor -> plain tensor
-        y = y.as_tensor() if hasattr(y, "as_tensor") else y
+        try:
+            x, y = image_and_label(batch, image_key, label_key)
+        except ValueError as err:
+            raise ValueError(f"batch {i}: {err}") from None
+        x = x.float()
         if device is not None:
             x, y = x.to(device), y.to(device)
         out.append((x, y))
@@ -291,10 +274,14 @@ def gradient_masking_records(
     clipped to the L-inf ball) at ``eps``; and PGD-``unbounded_steps`` with ``eps = inf`` and no value
     clamping, step ``unbounded_alpha`` (default 5% of the data's value range, so it can travel 5x the
     range). The value range of the bounded attacks is taken from the data (never assumes [0, 1]).
+
+    ``eps`` is an L-inf budget in data units; ``device`` is where the batches go (default: the network's
+    device; the network is not moved); the first ``max_batches`` batches are read once and reused by every
+    attack. Each record also holds ``"num_samples"``, the number of samples scored.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    grid = _eps_grid(eps, eps_grid)
+    grid = _eps_grid(eps, eps_grid)  # checked before any batch is read
     batches = materialize_batches(loader_or_batches, _device_of(network, device), max_batches, image_key, label_key)
     return _records_for(network, batches, task, grid, eps, steps, unbounded_steps, unbounded_alpha, seed)
 
@@ -324,9 +311,10 @@ def _records_for(network, batches, task, grid, eps, steps, unbounded_steps, unbo
     generator = torch.Generator(device=batches[0][0].device).manual_seed(seed)
 
     def run(name: str, attack: Attack | None, e: float, n_steps: int) -> dict:
-        acc = float(batch_scores(network, batches, attack, task).mean())
-        return {"attack": name, "eps": e, "steps": n_steps,
-                "uses_gradient": bool(attack is not None and attack.uses_gradient), "robust_accuracy": acc}
+        scores = batch_scores(network, batches, attack, task)
+        uses_gradient = bool(attack is not None and attack.uses_gradient)
+        return {"attack": name, "eps": e, "steps": n_steps, "uses_gradient": uses_gradient,
+                "robust_accuracy": float(scores.mean()), "num_samples": scores.numel()}
 
     records = [run("clean", None, 0.0, 0)]
     for e in grid:
@@ -343,38 +331,27 @@ def check_gradient_masking(
     network: torch.nn.Module,
     loader_or_batches: Iterable[Any],
     task: str = "classification",
-    eps: float = 8 / 255,
-    eps_grid: Sequence[float] | None = None,
-    device: torch.device | str | None = None,
-    steps: int = 10,
-    unbounded_steps: int = 100,
-    unbounded_alpha: float | None = None,
     unbounded_max_accuracy: float = 0.05,
     tolerance: float | None = None,
-    max_batches: int | None = 4,
-    image_key: str = "image",
-    label_key: str = "label",
-    seed: int = 0,
+    **options: Any,
 ) -> list[str]:
-    """Run small gradient-masking checks on ``network`` and return human-readable flags (empty = none).
+    """Run small gradient-masking checks on ``network`` and return human-readable flags (empty = none):
+    :func:`flags_from_records` of :func:`gradient_masking_records`.
 
     Args:
         network: classifier (outputs ``(N, K)`` / ``(N, 1)``) or segmenter (``(N, K, *spatial)``).
         loader_or_batches: a DataLoader or iterable of ``{"image", "label"}`` dicts or ``(image, label)``
-            pairs; the first ``max_batches`` are read once and reused by every attack.
+            pairs; the first ``max_batches`` (default 4) are read once and reused by every attack.
         task: ``"classification"`` (score = accuracy) or ``"segmentation"`` (score = mean foreground Dice).
-        eps: the budget of the FGSM / PGD / noise comparison (L-inf, data units).
-        eps_grid: budgets for the monotonicity check (default ``eps`` x (1/4, 1/2, 1, 2)).
-        device: where the batches go (default: the network's device); the network is not moved.
         unbounded_max_accuracy: the most the unbounded attack may leave before a flag (default 5%).
         tolerance: slack on comparisons; default ``max(0.02, 1 / n_samples)`` (one sample's worth).
-        Other arguments: see :func:`gradient_masking_records`.
+        options: the other keywords of :func:`gradient_masking_records`: ``eps`` (the budget of the FGSM /
+            PGD / noise comparison, L-inf, data units; default 8/255), ``eps_grid`` (budgets of the
+            monotonicity check, default ``eps`` x (1/4, 1/2, 1, 2)), ``device`` (where the batches go; default
+            the network's, which is not moved), ``steps``, ``unbounded_steps``, ``unbounded_alpha``,
+            ``max_batches``, ``image_key``, ``label_key``, ``seed``.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    grid = _eps_grid(eps, eps_grid)
-    batches = materialize_batches(loader_or_batches, _device_of(network, device), max_batches, image_key, label_key)
-    records = _records_for(network, batches, task, grid, eps, steps, unbounded_steps, unbounded_alpha, seed)
+    records = gradient_masking_records(network, loader_or_batches, task, **options)
     if tolerance is None:
-        tolerance = max(0.02, 1.0 / sum(x.shape[0] for x, _ in batches))
+        tolerance = max(0.02, 1.0 / records[0]["num_samples"])
     return flags_from_records(records, tolerance=tolerance, unbounded_max_accuracy=unbounded_max_accuracy)

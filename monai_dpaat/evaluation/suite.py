@@ -3,6 +3,7 @@
 >>> evaluator = RobustnessEvaluator(attacks="dpaat-table", task="classification", device="cpu")
 >>> result = evaluator(network, test_loader)          # RobustnessResult
 >>> result.rows["20-PGD"]["accuracy"], result.rows["Worst case"]["accuracy"]
+>>> RobustnessEvaluator({"FGSM": FGSM(), "20-PGD": PGD(steps=20)}, eps=4 / 255)   # any {label: Attack} suite
 
 Rows: ``"Original"`` (clean inputs), one per attack (its label), and ``"Worst case"``: per sample the worst of
 the clean input and every attack of the suite (classification: a sample counts as correct only if the clean
@@ -12,8 +13,8 @@ lowest Dice per sample, the other metrics taken from that same input).
 
 from __future__ import annotations
 
+import copy
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,22 +24,19 @@ import torch
 from torch import nn
 
 from monai.inferers import Inferer
-from monai.utils import convert_to_tensor
 
-from monai_dpaat.attacks import Attack, build_attack, canonical_name, default_loss, restore_model_state
+from monai_dpaat.attacks import Attack, canonical_name, default_loss, restore_model_state
+from monai_dpaat.conventions import image_and_label, per_sample_losses, primary_output
 from monai_dpaat.networks.inferer_network import InfererNetwork
 
 from .metrics import (
-    CLASSIFICATION_METRICS,
-    SEGMENTATION_METRICS,
     SegmentationMetrics,
     classification_summary,
-    per_sample_loss,
     perturbation_norms,
     scores_from_logits,
     summarize_segmentation,
 )
-from .presets import PRESETS, preset, suite_with_eps
+from .presets import PRESETS, preset
 
 __all__ = [
     "ORIGINAL",
@@ -48,7 +46,7 @@ __all__ = [
     "RobustnessEvaluator",
     "InfererNetwork",
     "build_suite",
-    "resolve_attack_specs",
+    "attack_info",
 ]
 
 ORIGINAL = "Original"
@@ -79,102 +77,62 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _split_names(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
+SUITE_FORMS = ("a preset name (" + ", ".join(sorted(PRESETS)) + "), a {label: Attack} mapping or a list of "
+               "Attacks (in a bundle config: attack objects {'_target_': 'monai_dpaat.attacks.PGD', ...})")
 
 
-def resolve_attack_specs(attacks: Any, eps: float | None = None) -> list[Any]:
-    """Normalise a suite description to a list of spec dicts (``{"name", "label", **kwargs}``) or ``Attack``s.
+def _default_label(attack: Attack) -> str:
+    """``"PGD"``, ``"I-FGSM"``, ``"GN"``: the registry's name of the attack's class, upper-cased."""
+    return str(attack.config()["name"]).upper()
 
-    ``attacks`` may be a preset name (``"unet-paper"``, ``"dpaat-table"``), an attack name (``"20-pgd"``), a
-    comma-separated string of either, a list mixing names, spec dicts and ``Attack`` instances, or a mapping
-    ``label -> spec dict | Attack``. ``eps`` rebuilds presets at that budget and sets it on spec dicts
-    (see :func:`~monai_dpaat.evaluation.presets.suite_with_eps`); ``Attack`` instances are kept as they are.
-    Raises ``ValueError`` naming an unknown preset/attack or a malformed entry.
-    """
-    if attacks is None:
-        raise ValueError("attacks must be a preset name, attack names or a list of attack specs, got None")
+
+def _labelled_attacks(attacks: Any, eps: float | None) -> list[tuple[str, Attack]]:
+    """``(label, attack)`` pairs of a suite description, at budget ``eps`` when given (see :func:`build_suite`)."""
     if isinstance(attacks, str):
-        items: list[Any] = _split_names(attacks)
-        if not items:
-            raise ValueError("attacks is an empty string; give a preset name or attack names")
-    elif isinstance(attacks, Mapping):
-        items = []
-        for label, value in attacks.items():
-            if isinstance(value, Attack):
-                items.append((str(label), value))
-            elif isinstance(value, Mapping):
-                items.append({"label": str(label), **value})
-            else:
-                raise ValueError(f"attacks[{label!r}] must be a spec dict or an Attack, got {type(value).__name__}")
-    elif isinstance(attacks, (Attack, tuple)) and not isinstance(attacks, list):
-        items = [attacks] if isinstance(attacks, Attack) else list(attacks)
-    elif isinstance(attacks, Iterable):
-        items = list(attacks)
+        key = attacks.strip().lower().replace("_", "-")
+        if key not in PRESETS:
+            hint = (" (a list of names is no longer a suite: pass {label: Attack}, e.g. {'20-PGD': "
+                    "build_attack('pgd', steps=20)}, or preset(name, only=[...]))")
+            raise ValueError(f"unknown preset {attacks!r}; attacks must be {SUITE_FORMS}{hint}")
+        return list(preset(key, eps=eps).items())  # a preset is built at the budget (GN keeps its own)
+    if isinstance(attacks, Mapping):
+        pairs = [(str(label), attack) for label, attack in attacks.items()]
+    elif isinstance(attacks, (list, tuple)):
+        pairs = [(None, attack) for attack in attacks]
     else:
-        raise ValueError(f"attacks must be a preset name, attack names or a list of specs, got {type(attacks).__name__}")
-
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, str):
-            key = canonical_name(item)
-            if key in PRESETS:
-                out.extend(preset(key, eps=eps))
-                continue
-            try:
-                build_attack(item)
-            except ValueError as err:
-                raise ValueError(f"unknown attack or preset {item!r}; presets: {', '.join(sorted(PRESETS))}; "
-                                 f"{str(err).split('; ', 1)[-1]}") from None
-            spec = {"name": item, "label": item.strip().upper()}
-            out.extend(suite_with_eps([spec], eps) if eps is not None else [spec])
-        elif isinstance(item, Mapping):
-            if "name" not in item:
-                raise ValueError(f"an attack spec needs a 'name' key, got keys {sorted(item)}")
-            spec = dict(item)
-            if "_target_" in spec:
-                raise ValueError("attack specs use 'name' + kwargs (see build_attack), not '_target_'")
-            out.extend(suite_with_eps([spec], eps) if eps is not None else [spec])
-        elif isinstance(item, Attack):
-            out.append(item)
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Attack):
-            out.append(item)
-        else:
-            raise ValueError(f"an attack must be a name, a spec dict or an Attack, got {item!r}")
-    if not out:
-        raise ValueError("the attack suite is empty")
-    return out
+        raise ValueError(f"attacks must be {SUITE_FORMS}; got {type(attacks).__name__}")
+    for label, attack in pairs:
+        if not isinstance(attack, Attack):
+            where = f"attacks[{label!r}]" if label is not None else "every entry of the attack list"
+            raise ValueError(f"{where} must be an Attack (e.g. build_attack('pgd', steps=20) or a "
+                             f"{{'_target_': 'monai_dpaat.attacks.PGD', ...}} config), got {attack!r}")
+    if not pairs:
+        raise ValueError(f"the attack suite is empty; attacks must be {SUITE_FORMS}")
+    return [(label if label is not None else _default_label(attack), attack if eps is None else attack.with_eps(eps))
+            for label, attack in pairs]
 
 
 def build_suite(attacks: Any, eps: float | None = None, loss_function: Callable | None = None,
                 generator: torch.Generator | None = None) -> list[SuiteEntry]:
-    """Build the :class:`SuiteEntry` list of a suite description (see :func:`resolve_attack_specs`).
+    """The :class:`SuiteEntry` list of a suite.
 
-    ``loss_function`` and ``generator`` are given to every attack built from a spec that does not set them.
-    Labels are made unique (``"PGD"``, ``"PGD (2)"``).
+    Args:
+        attacks: a preset name (``"dpaat-table"``, ``"unet-paper"``), an ordered ``{label: Attack}`` mapping
+            (a bundle's ``{"10-PGD": {"_target_": "monai_dpaat.attacks.PGD", ...}}``, or
+            :func:`~monai_dpaat.evaluation.preset`'s result) or a list of ``Attack``s (labelled by their
+            registry name, ``"PGD"``, ``"GN"``).
+        eps: budget of every attack: a preset is built at it, other attacks are copied with
+            :meth:`Attack.with_eps` (the step size keeps its ratio to the budget; GN's noise is clipped to it).
+            ``None`` keeps their own.
+        loss_function, generator: given to (copies of) the attacks left at the default loss / global RNG.
+
+    Labels are made unique (``"PGD"``, ``"PGD (2)"``); ``"Original"`` and ``"Worst case"`` are reserved.
+    Raises ``ValueError`` on any other form, naming what is accepted.
     """
     entries: list[SuiteEntry] = []
     seen: dict[str, int] = {}
-    for item in resolve_attack_specs(attacks, eps):
-        if isinstance(item, tuple):
-            label, attack = item
-            spec = {"name": type(attack).__name__, "repr": repr(attack)}
-        elif isinstance(item, Attack):
-            attack = item
-            label = type(attack).__name__.upper()
-            spec = {"name": type(attack).__name__, "repr": repr(attack)}
-        else:
-            kwargs = {k: v for k, v in item.items() if k not in ("name", "label")}
-            if loss_function is not None:
-                kwargs.setdefault("loss_function", loss_function)
-            if generator is not None:
-                kwargs.setdefault("generator", generator)
-            try:
-                attack = build_attack(item["name"], **kwargs)
-            except TypeError as err:
-                raise ValueError(f"bad arguments for attack {item['name']!r}: {err}") from None
-            label = str(item.get("label") or str(item["name"]).upper())
-            spec = {k: v for k, v in item.items() if k not in ("loss_function", "generator")}
+    for label, attack in _labelled_attacks(attacks, eps):
+        attack = _with_defaults(attack, loss_function, generator)
         if label in seen:
             seen[label] += 1
             label = f"{label} ({seen[label]})"
@@ -182,8 +140,22 @@ def build_suite(attacks: Any, eps: float | None = None, loss_function: Callable 
             seen[label] = 1
         if label in (ORIGINAL, WORST_CASE):
             raise ValueError(f"attack label {label!r} is reserved")
-        entries.append(SuiteEntry(label, attack, _jsonable(spec)))
+        entries.append(SuiteEntry(label, attack, _jsonable(attack.config())))
     return entries
+
+
+def _with_defaults(attack: Attack, loss_function: Callable | None, generator: torch.Generator | None) -> Attack:
+    """``attack``, or a copy of it with the evaluator's loss / generator where it has none of its own."""
+    give_loss = loss_function is not None and attack.accepts_loss_function and attack.loss_function is default_loss
+    give_generator = generator is not None and attack.generator is None
+    if not (give_loss or give_generator):
+        return attack
+    attack = copy.copy(attack)
+    if give_loss:
+        attack.loss_function = loss_function
+    if give_generator:
+        attack.generator = generator
+    return attack
 
 
 def attack_info(entry: SuiteEntry) -> dict[str, Any]:
@@ -195,9 +167,7 @@ def attack_info(entry: SuiteEntry) -> dict[str, Any]:
         eps = float("inf")
     if isinstance(eps, torch.Tensor):
         eps = float(eps) if eps.numel() == 1 else None
-    name = canonical_name(entry.spec.get("name", type(attack).__name__))
-    match = re.fullmatch(r"\d+-(.+)", name)
-    name = match.group(1) if match else name
+    name = canonical_name(entry.spec.get("name", type(attack).__name__))  # the registry's name: no step count
     return {"name": name, "eps": None if eps is None else float(eps),
             "steps": int(getattr(attack, "steps", 1)), "uses_gradient": bool(getattr(attack, "uses_gradient", True))}
 
@@ -227,10 +197,6 @@ class RobustnessResult:
     class_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return CLASSIFICATION_METRICS if self.task == "classification" else SEGMENTATION_METRICS
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "rows": _jsonable(self.rows), "confusion": self.confusion,
@@ -253,28 +219,23 @@ class RobustnessResult:
                    class_names=data.get("class_names"), meta=dict(data.get("meta", {})))
 
 
-def _unpack_batch(batch: Any, image_key: str, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(batch, Mapping):
-        for key in (image_key, label_key):
-            if key not in batch:
-                raise ValueError(f"batch has no key {key!r}; keys are {sorted(batch)}")
-        images, labels = batch[image_key], batch[label_key]
-    elif isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        images, labels = batch[0], batch[1]
-    else:
-        raise ValueError(f"a batch must be a dict with {image_key!r}/{label_key!r} or an (image, label) pair")
-    return convert_to_tensor(images, track_meta=False), convert_to_tensor(labels, track_meta=False)
+def _sample_losses(loss_function: Callable, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` float64 CPU losses, the dtype and device :class:`SegmentationMetrics` keeps them in."""
+    return per_sample_losses(loss_function, output, labels).double().cpu()
 
 
 class RobustnessEvaluator:
     """Run an attack suite over a data loader; see the module docstring for the rows.
 
     Args:
-        attacks: preset name, attack names, or a list of spec dicts / ``Attack``s (see :func:`build_suite`).
+        attacks: a preset name (``"dpaat-table"``, ``"unet-paper"``), an ordered ``{label: Attack}`` mapping
+            (e.g. :func:`~monai_dpaat.evaluation.preset`'s) or a list of ``Attack``s (see :func:`build_suite`).
         task: ``"classification"`` (logits ``(N, K)``, labels ``(N,)``) or ``"segmentation"`` (logits
             ``(N, K, *spatial)``, labels ``(N, 1, *spatial)``; ``K = 1`` means a sigmoid foreground channel).
-        eps: budget override for presets and spec dicts (``None`` keeps theirs).
-        loss_function: ``(logits, labels) -> scalar``; the attacks' loss and the segmentation ``loss`` metric.
+        eps: budget of every attack (a preset is built at it, other attacks are copied with
+            :meth:`~monai_dpaat.attacks.Attack.with_eps`); ``None`` keeps theirs.
+        loss_function: ``(logits, labels) -> scalar``; the segmentation ``loss`` metric and the loss of every attack
+            left at the default loss.
             ``None``: cross-entropy (``K > 1``) / BCE-with-logits (``K = 1``).
         inferer: e.g. a ``SlidingWindowInferer``: the network is wrapped with it (:class:`InfererNetwork`) for
             the clean pass and for the attacks.
@@ -311,7 +272,7 @@ class RobustnessEvaluator:
         self.seed = seed
         self.progress = bool(progress)
         self.image_key, self.label_key = image_key, label_key
-        build_suite(attacks, eps=eps)  # fail early on unknown names or bad arguments
+        build_suite(attacks, eps=eps)  # fail early on an unknown preset, a wrong form or a bad budget
 
     # ---------------------------------------------------------------------------------------------- public
     def __call__(self, network: nn.Module, data_loader: Iterable, eps: float | None = None) -> RobustnessResult:
@@ -358,7 +319,7 @@ class RobustnessEvaluator:
                    leave=False)
         try:
             for batch in data_loader:
-                images, labels = _unpack_batch(batch, self.image_key, self.label_key)
+                images, labels = image_and_label(batch, self.image_key, self.label_key)
                 if self.max_samples is not None:
                     room = self.max_samples - seen
                     if room <= 0:
@@ -452,21 +413,21 @@ class RobustnessEvaluator:
                 raise ValueError(f"segmentation labels {tuple(labels.shape)} do not match images {tuple(images.shape)}")
             with torch.no_grad():
                 out = model(images)
-            out = out[0] if isinstance(out, (list, tuple)) else out
+            out = primary_output(out)
             k = out.shape[1]
             top = 1 if k == 1 else k - 1
             if labels.numel() and (labels.min() < 0 or labels.max() > top):
                 raise ValueError(f"segmentation label values must lie in [0, {top}] for a {k}-channel output, "
                                  f"got range [{float(labels.min())}, {float(labels.max())}]")
-            metrics[ORIGINAL].update(out, labels, per_sample_loss(loss_fn, out, labels))
+            metrics[ORIGINAL].update(out, labels, _sample_losses(loss_fn, out, labels))
             zero = torch.zeros(images.shape[0], dtype=torch.float64)
             norms[ORIGINAL].append((zero, zero))
             for entry in suite:
                 adv = self._attack(entry, model, images, labels, bar)
                 with torch.no_grad():
                     adv_out = model(adv)
-                adv_out = adv_out[0] if isinstance(adv_out, (list, tuple)) else adv_out
-                metrics[entry.label].update(adv_out, labels, per_sample_loss(loss_fn, adv_out, labels))
+                adv_out = primary_output(adv_out)
+                metrics[entry.label].update(adv_out, labels, _sample_losses(loss_fn, adv_out, labels))
                 norms[entry.label].append(perturbation_norms(adv, images))
         per_sample = {n: metrics[n].per_sample() for n in names}
         if per_sample[ORIGINAL]["dice"].numel() == 0:

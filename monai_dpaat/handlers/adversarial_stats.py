@@ -11,6 +11,8 @@ import torch
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_dpaat.training.utils import AdvKeys
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -19,11 +21,8 @@ else:
 
 __all__ = ["AdversarialStatsHandler", "adversarial_output_transform", "DEFAULT_KEYS"]
 
-#: numbers the training iterations publish (see ``monai_dpaat.training.AdvKeys``).
-DEFAULT_KEYS = (
-    "loss_clean", "loss_adv", "loss_sync", "eps_mean", "eps_min", "eps_max", "fragile_fraction",
-    "loss_change_mean", "attack_success",
-)
+#: numbers the training iterations publish: the values of :class:`monai_dpaat.training.utils.AdvKeys`
+DEFAULT_KEYS = tuple(value for name, value in vars(AdvKeys).items() if not name.startswith("_"))
 
 
 def adversarial_output_transform(keys: Sequence[str] = ("loss",) + DEFAULT_KEYS):

@@ -44,7 +44,9 @@ class RobustnessValidationHandler:
     value is logged.
 
     Args:
-        attacks: preset name, attack names or spec dicts (see :func:`~monai_dpaat.evaluation.build_suite`).
+        attacks: a preset name, an ordered ``{label: Attack}`` mapping or a list of ``Attack``s (see
+            :func:`~monai_dpaat.evaluation.build_suite`); in a bundle config
+            ``{"10-PGD": {"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 10}}``.
         data_loader: batches of ``{"image", "label"}``; ``None`` reuses ``engine.data_loader`` (e.g. the
             validation loader of the evaluator it is attached to).
         interval: run every ``interval`` epochs.

@@ -9,7 +9,7 @@ from .amat import AMATIteration
 from .at import ATIteration, SATIteration
 from .base import AdversarialIteration, NonFiniteLossError, PerSampleEpsilonMixin, StandardIteration
 from .dpaat import DPAATIteration, dpaat_epsilon_update
-from .factory import METHODS, build_iteration
+from .factory import BUNDLE_METHODS, METHODS, build_iteration, check_method, method_name
 from .losses import symmetric_kl
 from .utils import AdvKeys, InfererNetwork, resolve_attack
 
@@ -17,6 +17,6 @@ __all__ = [
     "NonFiniteLossError",
     "StandardIteration",
     "AdversarialIteration", "PerSampleEpsilonMixin", "ATIteration", "SATIteration", "AMATIteration",
-    "DPAATIteration", "METHODS", "build_iteration", "dpaat_epsilon_update",
+    "DPAATIteration", "METHODS", "BUNDLE_METHODS", "build_iteration", "check_method", "method_name", "dpaat_epsilon_update",
     "symmetric_kl", "AdvKeys", "InfererNetwork", "resolve_attack",
 ]

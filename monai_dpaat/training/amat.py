@@ -55,6 +55,10 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
 
     Logged: ``loss_clean``, ``loss_adv``, ``eps_mean/min/max`` of the batch, ``attack_success`` (fraction
     of clean-correct samples whose adversarial example flipped). ``state_dict()``: ``{"epsilon": (num_samples,)}``.
+
+    Every derived bound is visible: ``repr(iteration)`` lists them with their values (and the attack), and the
+    first iteration logs them at INFO on ``logging.getLogger("monai_dpaat.training")`` with where each default
+    came from (:meth:`bounds`).
     """
 
     method = "amat"
@@ -87,8 +91,11 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             raise ValueError(f"need 0 < eps_step <= eps_max, got eps_step={self.eps_step}, eps_max={self.eps_max}")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self._alpha_note = ""
         if alpha_fraction is None:
-            alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
+            from_attack = bool(attack_eps) and attack_alpha is not None
+            alpha_fraction = attack_alpha / attack_eps if from_attack else 0.25
+            self._alpha_note = "default: the attack's alpha / eps" if from_attack else "default 0.25"
         if not (alpha_fraction > 0 and math.isfinite(alpha_fraction)):
             raise ValueError(f"alpha_fraction must be finite and > 0, got {alpha_fraction}")
         if int(refine_steps) != refine_steps or refine_steps < 1:
@@ -109,6 +116,11 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         """The largest margin ``eps_max`` and the margin step ``eps_step``."""
         return {"eps_max": (self.eps_max, "default: the attack's eps" if self._defaults["eps_max"] else ""),
                 "eps_step": (self.eps_step, "default eps_max / 4" if self._defaults["eps_step"] else "")}
+
+    def bounds(self) -> dict[str, tuple[Any, str]]:
+        """:meth:`budgets` (largest margin, margin step = initial margin) and ``alpha_fraction`` (each sample's
+        attack step as a fraction of its margin)."""
+        return {**self.budgets(), "alpha_fraction": (self.alpha_fraction, self._alpha_note)}
 
     def is_correct(self, pred: Any, targets: Any) -> torch.Tensor:
         if self.correct_function is not None:

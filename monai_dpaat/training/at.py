@@ -25,7 +25,8 @@ class ATIteration(AdversarialIteration):
     (train metrics measure adversarial training accuracy) while ``[IMAGE]`` stays the clean batch.
 
     Args:
-        attack: training adversary (see :class:`AdversarialIteration`); default 7-step L-inf PGD, eps 8/255.
+        attack: training adversary (see :class:`AdversarialIteration`), whose ``eps`` is the fixed budget;
+            default 7-step L-inf PGD, eps 8/255.
         track_clean_loss: also log ``loss_clean`` from an extra no-grad forward in eval mode (does not
             touch BatchNorm statistics; costs one forward). Default False (AT never needs it).
 
@@ -78,7 +79,8 @@ class SATIteration(AdversarialIteration):
     "SAT"; here SAT is Goodfellow's mixed loss, the DPAAT paper's usage.)
 
     Args:
-        attack: training adversary; default 7-step L-inf PGD, eps 8/255 (Goodfellow used FGSM: pass ``"fgsm"``).
+        attack: training adversary, whose ``eps`` is the fixed budget; default 7-step L-inf PGD, eps 8/255
+            (Goodfellow used FGSM: pass ``FGSM(eps=...)``).
         weight: weight of the adversarial term, in [0, 1]. Default 0.5, Goodfellow et al.'s value.
 
     Logged per iteration: ``loss_clean``, ``loss_adv``, ``eps_mean/min/max``.

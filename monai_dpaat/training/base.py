@@ -32,6 +32,7 @@ update) costs about as much as SAT's mixing, i.e. nothing measurable.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,6 +45,9 @@ from monai_dpaat.attacks.base import LARGE_BUDGET_FRACTION
 from .utils import AdvKeys, all_gather_cat, attack_network, batch_indices, resolve_attack, unpack_batch
 
 __all__ = ["AdversarialIteration", "NonFiniteLossError", "PerSampleEpsilonMixin", "StandardIteration", "attack_eps_value"]
+
+#: where the first iteration of every method logs its budgets (INFO)
+logger = logging.getLogger("monai_dpaat.training")
 
 
 class NonFiniteLossError(ValueError):
@@ -59,13 +63,19 @@ def attack_eps_value(attack: Any, name: str = "eps") -> float | None:
     return float(t) if t.ndim == 0 else None
 
 
+def _number(value: Any) -> str:
+    """``0.0313725`` for a float (6 significant digits), ``repr`` for anything else."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
 class AdversarialIteration:
     """Base class of the ``iteration_update`` callables (AT, SAT, AMAT, DPAAT).
 
     Args:
-        attack: the training adversary: an attack instance from :mod:`monai_dpaat.attacks`, its name
-            (``"7-pgd"``), a dict ``{"name": "pgd", "eps": 0.03, "steps": 7}``, or None for the DPAAT paper's
-            7-step L-inf PGD (eps 8/255, alpha 2/255, random start).
+        attack: the training adversary: an :class:`~monai_dpaat.attacks.Attack` (``PGD(eps=8 / 255, steps=7)``;
+            in a bundle config ``{"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 7}``), any
+            callable with the attack signature, or None for the DPAAT paper's 7-step L-inf PGD (eps 8/255,
+            alpha 2/255, random start). Names and dicts are refused with a ValueError saying so.
         index_key: key of the sample id in every batch (methods with per-sample state).
 
     Subclasses implement :meth:`prepare_step` (make ``x_adv``) and :meth:`step_loss` (total loss), and
@@ -76,19 +86,24 @@ class AdversarialIteration:
     # whether budgets() passed the range check (a "data" range needs the first batch), and its warning was given
     _budgets_checked = False
     _warned_large_budget = False
+    _bounds_logged = False
 
     def __init__(self, attack: Any = None, index_key: str = "index") -> None:
         self.attack = resolve_attack(attack)
         self.index_key = index_key
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(attack={self.attack!r})"
+        bounds = ", ".join(f"{name}={_number(value)}" for name, (value, _) in self.bounds().items())
+        return f"{type(self).__name__}(attack={self.attack!r}{', ' + bounds if bounds else ''})"
 
     # ------------------------------------------------------------------ ignite entry point
     def __call__(self, engine: Any, batchdata: Any) -> Any:
         inputs, targets, args, kwargs = unpack_batch(engine, batchdata)
         if not self._budgets_checked:  # before the first attack and optimizer step
             self._budgets_checked = self.check_budgets(inputs)
+        if not self._bounds_logged:
+            self._bounds_logged = True
+            logger.info("%s", self.describe_bounds())
         step: dict[str, Any] = {"inputs": inputs, "targets": targets, "args": args, "kwargs": kwargs}
         step.update(self.prepare_step(engine, batchdata, step))
         engine.state.adversarial = {}
@@ -139,6 +154,19 @@ class AdversarialIteration:
         """The method's own budgets in the attack's units, ``{name: (value, note)}`` (``note`` says where a
         default came from); the attack checks its own ``eps``. None for fixed-budget methods."""
         return {}
+
+    def bounds(self) -> dict[str, tuple[Any, str]]:
+        """Every number that bounds or sizes the method's perturbations, ``{name: (value, note)}`` (``note``: where
+        a default came from), shown by ``repr`` and logged at the first iteration: the fixed budget (the
+        attack's ``eps``) here; per-sample methods list :meth:`budgets` and their step fraction."""
+        eps = attack_eps_value(self.attack)
+        return {} if eps is None else {"eps": (eps, "the attack's eps, the fixed budget")}
+
+    def describe_bounds(self) -> str:
+        """One line: the method, its :meth:`bounds` with their values and origins, and the attack."""
+        parts = [f"{name}={_number(value)}" + (f" ({note})" if note else "")
+                 for name, (value, note) in self.bounds().items()]
+        return f"{type(self).__name__} budgets: {', '.join(parts) or 'none'}; attack {self.attack!r}"
 
     def check_budgets(self, x: torch.Tensor | None = None) -> bool:
         """Check :meth:`budgets`: finite and >= 0, and not above the attack's value range (the width, or for
@@ -210,6 +238,7 @@ class StandardIteration(AdversarialIteration):
     would step on a NaN loss and turn every weight into NaN). Has no attack and no state."""
 
     method = "std"
+    _bounds_logged = True  # no adversary, no budgets to log
 
     def __init__(self) -> None:  # no adversary: nothing to resolve
         self.attack = None

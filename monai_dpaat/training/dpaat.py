@@ -72,8 +72,8 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
 
     Args:
         num_samples: length of the training list (size of the epsilon table). Ids must be in ``[0, num_samples)``.
-        attack: training adversary (instance, name, dict or None = 7-step L-inf PGD with random start,
-            eps 8/255, alpha 2/255: the paper's "7-step PGD" adversary). Its per-call eps/alpha are overridden.
+        attack: training adversary (an Attack, or None = 7-step L-inf PGD with random start, eps 8/255,
+            alpha 2/255: the paper's "7-step PGD" adversary). Its per-call eps/alpha are overridden.
         lambda_sync: weight of ``L_sync``; 0.5 as in the paper.
         adapt_eps: adapt per-sample epsilon (False: fixed ``eps_init``, the ablation D-B).
         sync_loss: add ``lambda_sync * L_sync`` (False: ablation D-A). Both True: D-(A+B) = DPAAT.
@@ -100,6 +100,10 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
     ``dL_i > mu``) and ``loss_change_mean`` (``mu``).
 
     ``state_dict()``: ``epsilon (num_samples,)``, ``running_mean``, ``running_var``, ``num_updates`` (tensors).
+
+    Every derived bound is visible: ``repr(iteration)`` lists them with their values (and the attack), and the
+    first iteration logs them at INFO on ``logging.getLogger("monai_dpaat.training")`` with where each default
+    came from (:meth:`bounds`).
     """
 
     method = "dpaat"
@@ -124,6 +128,7 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         super().__init__(attack=attack, index_key=index_key)
         attack_eps = attack_eps_value(self.attack)
         attack_alpha = attack_eps_value(self.attack, "alpha")
+        eps_init_given = eps_init
         if eps_init is None:
             if attack_eps is None:
                 raise ValueError("eps_init is required when the attack has no scalar eps")
@@ -137,15 +142,19 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
                 "need 0 <= eps_min <= eps_init <= eps_max, got "
                 f"eps_min={self.eps_min}, eps_init={eps_init}, eps_max={self.eps_max}"
             )
+        self._alpha_note = ""
         if alpha_fraction is None:
-            alpha_fraction = attack_alpha / attack_eps if attack_eps and attack_alpha is not None else 0.25
+            from_attack = bool(attack_eps) and attack_alpha is not None
+            alpha_fraction = attack_alpha / attack_eps if from_attack else 0.25
+            self._alpha_note = "default: the attack's alpha / eps" if from_attack else "default 0.25"
         self.alpha_fraction = float(alpha_fraction)
         self.step_size = float(eps_init / 8 if step_size is None else step_size)
         if not (self.alpha_fraction > 0 and math.isfinite(self.alpha_fraction)) or not self.step_size >= 0:
             raise ValueError(
                 f"alpha_fraction must be finite and > 0 and step_size >= 0, got {self.alpha_fraction}, {self.step_size}"
             )
-        self._defaults = {"eps_min": eps_min is None, "eps_max": eps_max is None, "step_size": step_size is None}
+        self._defaults = {"eps_init": eps_init_given is None, "eps_min": eps_min is None, "eps_max": eps_max is None,
+                          "step_size": step_size is None}
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= momentum < 1.0:
@@ -171,7 +180,15 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
                  "step_size": "default eps_init / 8"}
         values = {"eps_init": self.eps_init, "eps_min": self.eps_min, "eps_max": self.eps_max,
                   "step_size": self.step_size}
-        return {k: (v, notes[k] if self._defaults.get(k) else "") for k, v in values.items()}
+        return {k: (v, notes.get(k, "") if self._defaults.get(k) else "") for k, v in values.items()}
+
+    def bounds(self) -> dict[str, tuple[Any, str]]:
+        """:meth:`budgets` (start, bounds and largest change per visit of each sample's eps) and ``alpha_fraction``
+        (each sample's PGD step as a fraction of its eps)."""
+        out = self.budgets()
+        out["eps_init"] = (self.eps_init, "default: the attack's eps" if self._defaults["eps_init"] else "")
+        out["alpha_fraction"] = (self.alpha_fraction, self._alpha_note)
+        return out
 
     # ------------------------------------------------------------------ steps
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:

@@ -9,7 +9,7 @@ from .at import ATIteration, SATIteration
 from .base import AdversarialIteration, StandardIteration
 from .dpaat import DPAATIteration
 
-__all__ = ["METHODS", "build_iteration"]
+__all__ = ["METHODS", "BUNDLE_METHODS", "build_iteration", "check_method", "method_name"]
 
 #: method name -> iteration_update class.
 METHODS: dict[str, type[AdversarialIteration]] = {
@@ -31,7 +31,8 @@ def build_iteration(method: str, **kwargs: Any) -> AdversarialIteration:
     Example (bundle JSON)::
 
         "iteration_update": {"_target_": "monai_dpaat.training.build_iteration", "method": "dpaat",
-                             "num_samples": "$len(@train#dataset#data)", "attack": {"name": "pgd", "steps": 7}}
+                             "num_samples": "$len(@train#dataset#data)",
+                             "attack": {"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 7}}
     """
     key = str(method).strip().lower().replace("_", "-").replace(" ", "")
     ablations = {"d-a": {"sync_loss": False}, "d-b": {"adapt_eps": False}, "d-(a+b)": {}, "d-a+b": {}}
@@ -43,3 +44,36 @@ def build_iteration(method: str, **kwargs: Any) -> AdversarialIteration:
     if cls is StandardIteration and kwargs:
         raise ValueError(f"method 'std' takes no arguments, got {sorted(kwargs)}")
     return cls(**kwargs)
+#: the methods a bundle composes from ``configs/methods/<name>.json``
+BUNDLE_METHODS = ("std", "at", "sat", "amat", "dpaat", "d-a", "d-b")
+
+
+def method_name(iteration: Any) -> str:
+    """The method name of an ``iteration_update``: ``"std"`` (also for None: MONAI's own iteration), ``"at"``,
+    ``"sat"``, ``"amat"``, ``"dpaat"``, or a DPAAT ablation: ``"d-a"`` (``sync_loss=False``), ``"d-b"``
+    (``adapt_eps=False``), ``"d-a+d-b"`` (both)."""
+    if iteration is None:
+        return "std"
+    if isinstance(iteration, DPAATIteration):
+        ablations = [n for n, off in (("d-a", not iteration.sync_loss), ("d-b", not iteration.adapt_eps)) if off]
+        if ablations:
+            return "+".join(ablations)
+    return getattr(iteration, "method", "") or type(iteration).__name__
+
+
+def check_method(method: str, iteration_update: Any, methods_dir: str = "configs/methods") -> None:
+    """Raise ``ValueError`` when a bundle's ``method`` (the name its labels use) does not name its
+    ``iteration_update``. A bundle selects its method by composing ``<methods_dir>/<name>.json``, which sets both
+    keys; a ``--method`` override alone would only rename the run (the trainer would still run the default).
+
+    Meant for a bundle's ``"initialize"`` list: ``"$monai_dpaat.training.check_method(@method, @iteration_update)"``.
+    """
+    how = (f"a bundle selects its training method by composing {methods_dir}/<name>.json, e.g. --config_file "
+           f"\"['configs/train.json','{methods_dir}/at.json']\"")
+    if method not in BUNDLE_METHODS:
+        raise ValueError(f"unknown training method {method!r}; expected one of {list(BUNDLE_METHODS)} ({how})")
+    actual = method_name(iteration_update)
+    if actual != method:
+        raise ValueError(f"method {method!r} does not match the iteration_update {type(iteration_update).__name__} "
+                         f"(method {actual!r}): a --method override does not change the training method; compose "
+                         f"{methods_dir}/{method}.json instead ({how})")

@@ -14,7 +14,7 @@ from monai.inferers import SimpleInferer
 from monai.utils import evenly_divisible_all_gather
 from monai.utils.dist import get_dist_device
 
-from monai_dpaat.attacks import PGD, Attack, build_attack
+from monai_dpaat.attacks import PGD, Attack
 from monai_dpaat.conventions import plain_tensor
 from monai_dpaat.networks.inferer_network import InfererNetwork
 
@@ -51,24 +51,25 @@ def default_training_attack() -> Attack:
     return PGD(eps=8 / 255, alpha=2 / 255, steps=7, random_start=True)
 
 
-def resolve_attack(attack: Attack | Callable | str | Mapping | None) -> Callable:
-    """Return an attack callable from an instance, a name (``"7-pgd"``; a bare ``"pgd"`` has the attack's
-    default 10 steps), a dict
-    ``{"name": "pgd", "eps": ..., ...}`` (the other keys go to the constructor), or ``None`` (the
-    default 7-step PGD, see :func:`default_training_attack`)."""
+def resolve_attack(attack: Attack | Callable | None) -> Callable:
+    """The training adversary: ``attack`` itself (an :class:`~monai_dpaat.attacks.Attack`, or any callable
+    ``(network, images, targets, eps=None, alpha=None) -> adversarial images``), or for ``None`` the default
+    7-step PGD (:func:`default_training_attack`).
+
+    Raises:
+        ValueError: for a name or a dict: pass an Attack (``build_attack("pgd", steps=7)``, ``PGD(steps=7)``) or,
+            in a bundle config, a ``{"_target_": "monai_dpaat.attacks.PGD", ...}`` object.
+    """
     if attack is None:
         return default_training_attack()
-    if isinstance(attack, str):
-        return build_attack(attack)
-    if isinstance(attack, Mapping):
-        kwargs = dict(attack)
-        name = kwargs.pop("name", None)
-        if name is None:
-            raise ValueError(f"an attack given as a dict needs a 'name' key (e.g. 'pgd'), got keys {sorted(kwargs)}")
-        return build_attack(name, **kwargs)
+    if isinstance(attack, (str, Mapping)):
+        raise ValueError(
+            f"attack must be an Attack (e.g. build_attack('pgd', steps=7) or PGD(steps=7); in a bundle config "
+            f"{{'_target_': 'monai_dpaat.attacks.PGD', 'steps': 7}}), a callable or None; got {attack!r}"
+        )
     if callable(attack):
         return attack
-    raise ValueError(f"attack must be an Attack, a name, a dict with 'name', or None; got {type(attack).__name__}")
+    raise ValueError(f"attack must be an Attack, a callable or None; got {type(attack).__name__}")
 
 
 def unpack_batch(engine: Any, batchdata: Any) -> tuple[torch.Tensor, Any, tuple, dict]:
