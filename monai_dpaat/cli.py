@@ -44,8 +44,9 @@ from typing import Any
 
 from monai_dpaat import utils
 from monai_dpaat.error_hook import user_error_of
-from monai_dpaat.utils import (UnsafeConfigError, bundle_config_files, check_checkpoint, check_config_is_safe,
-                               check_override_keys, config_file_list, load_weights, run_bundle)
+from monai_dpaat.utils import (UnsafeConfigError, build_network_config, bundle_config_files, check_checkpoint,
+                               check_config_is_safe, check_override_keys, config_file_list, load_weights,
+                               read_config_file, read_network_config, run_bundle, unique_keys)
 
 __all__ = ["CLIError", "UnsafeConfigError", "robustness", "robustness_bundle", "demo", "gradcam", "combine",
            "presets", "main", "COMMANDS", "BUNDLE_KEYS", "default_data_dir", "load_network", "attack_configs",
@@ -68,40 +69,31 @@ def default_data_dir() -> Path:
     return beside if beside.is_dir() else Path.cwd().parent / "shared" / "data"
 
 
+def _cli_error(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)`` (a library check), its ``ValueError`` raised as a :class:`CLIError`."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
 def _int_arg(flag: str, value: Any, minimum: int | None = None, optional: bool = False) -> int | None:
-    """``value`` as an int (fire gives ``int`` for ``8``; a float, bool or word is refused, naming the flag)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        value = int(value)
-    bound = f" >= {minimum}" if minimum is not None else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise CLIError(f"--{flag} must be an integer{bound}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise CLIError(f"--{flag} must be{bound}, got {value!r}")
-    return int(value)
+    """:func:`monai_dpaat.utils.check_int` of ``--flag`` (fire gives ``int`` for ``8``; a float, bool or word is
+    refused)."""
+    return _cli_error(utils.check_int, value, f"--{flag}", minimum, optional)
 
 
 def _bool_arg(flag: str, value: Any) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # fire parses only True/False
-        return value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise CLIError(f"--{flag} must be True or False (or --{flag} / --no{flag}), got {value!r}")
-    return value
-
-
-def _eps_value(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, numbers.Real):
-        return float(value)
-    num, slash, den = str(value).strip().partition("/")
-    return float(num) / float(den) if slash else float(num)
+    """:func:`monai_dpaat.utils.check_bool` of ``--flag``."""
+    return _cli_error(utils.check_bool, value, f"--{flag}")
 
 
 def parse_eps_list(eps: Any, flag: str = "--eps") -> list[float] | None:
     """``None``, a number, ``"8/255"``, ``"2/255,8/255"``, ``"[2/255, 8/255]"`` or a list -> list of finite floats
-    >= 0 (whether they fit the data's value range is checked by :func:`check_eps_range`)."""
+    >= 0, each read by :func:`monai_dpaat.evaluation.presets.parse_eps` (whether they fit the data's value range
+    is checked by :func:`check_eps_range`)."""
+    from monai_dpaat.evaluation.presets import parse_eps
+
     if eps is None:
         return None
     items = list(eps) if isinstance(eps, (list, tuple)) else [p for p in str(eps).strip("[]() ").split(",")
@@ -110,14 +102,9 @@ def parse_eps_list(eps: Any, flag: str = "--eps") -> list[float] | None:
     out = []
     for item in items:
         try:
-            value = _eps_value(item)
-        except (ValueError, ZeroDivisionError):
-            raise CLIError(usage) from None
-        if not math.isfinite(value):
-            raise CLIError(f"{flag} must be a finite number, got {item!r}")
-        if value < 0:
-            raise CLIError(f"{flag} must be >= 0, got {item!r}")
-        out.append(value)
+            out.append(parse_eps(item, flag))
+        except ValueError as err:
+            raise CLIError(usage if "such as" in str(err) else str(err)) from None
     if not out:
         raise CLIError(usage)
     return out
@@ -140,10 +127,7 @@ def check_eps_range(eps_list: Sequence[float] | None, value_range: float | None,
 
 def check_device(device: Any, flag: str = "--device") -> Any:
     """:func:`monai_dpaat.utils.check_device` (a device this machine has), raising ``CLIError``."""
-    try:
-        return utils.check_device(device, flag)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+    return _cli_error(utils.check_device, device, flag)
 
 
 def check_output_dir(path: Any, flag: str = "--output_dir", report: bool = False) -> Path:
@@ -152,25 +136,13 @@ def check_output_dir(path: Any, flag: str = "--output_dir", report: bool = False
     empty or a previous report's: :func:`monai_dpaat.evaluation.report.check_report_folder`). Creates nothing."""
     from monai_dpaat.evaluation.report import check_report_folder
 
-    try:
-        out = utils.check_writable_dir(path, flag)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+    out = _cli_error(utils.check_writable_dir, path, flag)
     if report:
         try:
             check_report_folder(out)
         except ValueError as err:
             raise CLIError(f"{err} ({flag})") from None
     return out
-
-
-def _read_config(path: Any) -> Any:
-    from monai.bundle import ConfigParser
-
-    try:
-        return ConfigParser.load_config_file(str(path))
-    except Exception as err:  # malformed JSON/YAML
-        raise CLIError(f"cannot read config file {str(path)!r}: {err}") from None
 
 
 def _as_list(value: Any) -> list[str]:
@@ -214,7 +186,7 @@ def _attack_specs(attacks: Any) -> str | dict[str, dict[str, Any]]:
     if isinstance(attacks, str) and attacks.lower().endswith((".json", ".yaml", ".yml")):
         if not Path(attacks).is_file():
             raise CLIError(f"attack config file {attacks!r} does not exist")
-        data = _read_config(attacks)
+        data = read_config_file(attacks)
         data = data["attacks"] if isinstance(data, Mapping) and "attacks" in data else data
         if not isinstance(data, list) or not all(isinstance(s, Mapping) and "name" in s and "_target_" not in s
                                                  for s in data):
@@ -229,13 +201,7 @@ def _attack_specs(attacks: Any) -> str | dict[str, dict[str, Any]]:
         if presets or not names:
             raise CLIError(f"--attacks must be one preset ({', '.join(PRESETS)}) or attack names, got {attacks!r}")
         specs = [_name_spec(n) for n in names]
-    out: dict[str, dict[str, Any]] = {}
-    for label, config in specs:  # unique labels, as the suite makes them
-        key, i = label, 2
-        while key in out:
-            key, i = f"{label} ({i})", i + 1
-        out[key] = config
-    return out
+    return unique_keys(specs)
 
 
 def attack_configs(attacks: Any, eps: Any = "@robustness_eps") -> str | dict[str, dict[str, Any]]:
@@ -270,42 +236,14 @@ def _parse_attacks(attacks: Any) -> str | dict[str, Any]:
 RETIRED_NETWORK_NAMES = ("unet", "attention-unet++", "attention_unet++", "attunet++", "att-unet++")
 
 
-def _network_config(network: Any, trust_config: bool) -> tuple[dict, str, str] | None:
-    """``(config, item id, source)`` of a ``--network`` JSON/YAML file (or an inline dict), checked with
-    :func:`~monai_dpaat.utils.check_config_is_safe` unless ``trust_config``; ``None`` for a network name."""
-    if isinstance(network, Mapping):
-        config, source = dict(network), "--network"
-    elif str(network).lower().endswith((".json", ".yaml", ".yml")):
-        if not Path(str(network)).is_file():
-            raise CLIError(f"network config file {str(network)!r} does not exist")
-        config, source = _read_config(network), str(network)
-    else:
-        return None
-    if not isinstance(config, Mapping) or not ("network_def" in config or "_target_" in config):
-        raise CLIError(f"network config {source!r} must be a dict with '_target_' or 'network_def'")
-    key = "network_def" if "network_def" in config else ""
-    if not trust_config:
-        check_config_is_safe(dict(config), key, source, what="network config")
-    return dict(config), key, source
-
-
-def _build_network_config(config: dict, key: str, source: str) -> Any:
-    from monai.bundle import ConfigParser
-
-    try:
-        return ConfigParser(config).get_parsed_content(key)
-    except Exception as err:
-        raise CLIError(f"cannot build the network of {source!r}: {user_error_of(err) or err}") from None
-
-
 def load_network(network: Any, task: str = "classification", num_classes: int = 2, in_channels: int = 3,
                  trust_config: bool = False) -> Any:
     """A network from a JSON/YAML config (``{"_target_": ...}``, or ``network_def`` inside; checked with
     :func:`~monai_dpaat.utils.check_config_is_safe` unless ``trust_config``), or a classifier name of
     :func:`monai_dpaat.networks.build_classifier`. Segmentation networks come from a config or a bundle."""
-    spec = _network_config(network, trust_config)
+    spec = read_network_config(network, trust_config)
     if spec is not None:
-        return _build_network_config(*spec)
+        return build_network_config(*spec)
     if str(network).strip().lower() in RETIRED_NETWORK_NAMES:
         raise CLIError(f"--network {network!r} is not a network name any more: evaluate a bundle-trained model "
                        "with --bundle <bundle folder> (its own network_def), or give a JSON/YAML network config, "
@@ -321,99 +259,7 @@ def load_network(network: Any, task: str = "classification", num_classes: int = 
         raise CLIError(f"unknown model {network!r}: {err}") from None
 
 
-# ---------------------------------------------------------------------------------------------- data
-def _balanced_subset(items: Sequence[dict], limit: int | None) -> list[dict]:
-    """At most ``limit`` items, taken round-robin over labels (datalists are sorted by label)."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    groups: dict[str, list[dict]] = {}
-    for item in items:
-        groups.setdefault(str(item.get("label")), []).append(item)
-    rounds = max(len(g) for g in groups.values())
-    return [g[i] for i in range(rounds) for g in groups.values() if i < len(g)][:limit]
-
-
-def _first_image(items: Sequence[dict]) -> str:
-    first = items[0].get("image", "") if items else ""
-    return str(first[0] if isinstance(first, (list, tuple)) and first else first)
-
-
-def _is_volume(items: Sequence[dict] | None) -> bool:
-    """NIfTI volumes keep their (z-scored) intensities; photos and tiles are scaled to [0, 1]."""
-    return items is not None and _first_image(items).lower().endswith((".nii", ".nii.gz"))
-
-
-def _folder_items(task: str, root: Path, split: str, classes: Sequence[str], seed: int) -> tuple[list, list | None]:
-    from monai_dpaat import data as D
-
-    if task == "segmentation":
-        return D.nuinsseg_datalist(root), None
-    lists = D.ham10000_datalists(root, classes=list(classes), seed=seed, val_fraction=None)
-    if split not in lists:
-        raise CLIError(f"unknown split {split!r}; HAM10000 splits are {sorted(lists)}")
-    return lists[split], list(classes)
-
-
-def _check_image_dims(task: str, items: Sequence[dict], network: Any) -> None:
-    """A volume fed to a 2D path (or a tile to a 3D network) would fail deep in a transform or a convolution:
-    say which file and what shape was expected instead."""
-    from torch import nn
-
-    image, data_dims, shape = _first_image(items), 2, None
-    if _is_volume(items):
-        from monai_dpaat.data.nifti import check_nifti_file
-
-        shape = check_nifti_file(image)  # the header only
-        data_dims = 3 if len(shape) >= 3 else 2
-    convs = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-    net_dims = 2 if task == "classification" else next(
-        (n for m in network.modules() for conv, n in convs.items() if isinstance(m, conv)), None)
-    if net_dims is None or net_dims == data_dims:
-        return
-    found = f"a 3D volume of shape {shape}" if data_dims == 3 else "a 2D image"
-    if task == "classification":
-        raise CLIError(f"image {image!r} is {found}, but classification takes 2D images (PNG/JPEG/TIFF, read as "
-                       "(C, H, W)); evaluate volumes with --task segmentation and a 3D network config, or a bundle")
-    expected = "(C, H, W) images" if net_dims == 2 else "(C, D, H, W) volumes"
-    raise CLIError(f"image {image!r} is {found}, but the network is {net_dims}D and takes {expected}; give a "
-                   f"{data_dims}D network with --network <config> or --bundle")
-
-
-def _make_loader(task: str, items: Sequence[dict], image_size: int, batch_size: int) -> Any:
-    from monai.data import DataLoader, Dataset
-
-    from monai_dpaat import data as D
-
-    if task == "classification":
-        transforms = D.ham10000_transforms(image_size, train=False)
-    elif _is_volume(items):
-        transforms = D.nifti_transforms(spatial_size=None, track_meta=False)
-    else:
-        transforms = D.nuinsseg_eval_transforms(track_meta=False)
-    bs = batch_size if task == "classification" else 1  # tiles differ in size
-    return DataLoader(Dataset(list(items), transforms), batch_size=bs, shuffle=False, num_workers=0)
-
-
-def _check_datalist_labels(items: Sequence[dict], datalist: Any, num_classes: int | None) -> None:
-    """Every item of a classification datalist has an existing image file and a class-index label (an integer
-    >= 0, below ``num_classes`` when known), checked before any attack without decoding an image."""
-    from monai_dpaat.data.transforms import CheckClassLabeld
-
-    check = CheckClassLabeld("label", num_classes=num_classes)
-    for i, item in enumerate(items):
-        image = item.get("image")
-        first = image[0] if isinstance(image, (list, tuple)) and image else image
-        if isinstance(first, (str, os.PathLike)) and not Path(first).is_file():
-            what = "is a folder" if Path(first).is_dir() else "does not exist"
-            raise CLIError(f"datalist {str(datalist)!r} item {i}: image {str(first)!r} {what}")
-        if "label" not in item:
-            raise CLIError(f"datalist {str(datalist)!r} item {i} ({str(first)!r}) has no 'label'")
-        try:
-            check._class_index(item["label"], first, "label")
-        except ValueError as err:
-            raise CLIError(f"datalist {str(datalist)!r} item {i}: {err}") from None
-
-
+# ---------------------------------------------------------------------------------------------- reports
 def _print_table(tables: Mapping[str, Any], metric: str) -> None:
     from monai_dpaat.evaluation.report import markdown_table
 
@@ -554,6 +400,9 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
         return robustness_bundle(bundle, config_file, **given, **overrides)
     if config_file is not None or overrides:
         raise CLIError(f"robustness: config_file and overrides {sorted(overrides)} need a bundle")
+    from monai_dpaat.data.evaluation_data import (balanced_subset, check_image_dims, evaluation_loader, folder_items,
+                                                  is_volume, read_evaluation_datalist)
+
     # 1. the command line: nothing is read, built or written until all of it and every file it names is checked
     if task not in ("classification", "segmentation"):
         raise CLIError(f"--task must be 'classification' or 'segmentation', got {task!r}")
@@ -574,7 +423,7 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
     # 2. the files it names: they exist, configs are safe to build, the budget fits the data
     if checkpoint is None:
         raise CLIError("--network needs --checkpoint <weights file>")
-    spec = _network_config(network, trust_config)
+    spec = read_network_config(network, trust_config)
     if spec is None:  # a name: build it on the meta device (no memory, no init) to check name and sizes
         import torch
 
@@ -586,38 +435,33 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
         raise CLIError("give exactly one data source: --data <dataset folder> or --datalist <Decathlon JSON>")
     items = None
     if datalist is not None:
-        from monai_dpaat.data import load_datalist
-
-        if not Path(datalist).is_file():
-            raise CLIError(f"datalist file {datalist!r} does not exist")
-        items, class_names = load_datalist(datalist, split=split), None
-        if task == "classification":
-            _check_datalist_labels(items, datalist, num_classes if spec is None else None)
+        class_names = None  # the datalist's labels are class indices
+        items = read_evaluation_datalist(datalist, split, task, num_classes if spec is None else None)
     elif not Path(data).is_dir():
         raise CLIError(f"data folder {str(data)!r} does not exist")
-    check_eps_range(eps_list, None if task == "segmentation" and _is_volume(items) else 1.0)
+    check_eps_range(eps_list, None if task == "segmentation" and is_volume(items) else 1.0)
     check_output_dir(output_dir)
     # 3. the work
     import torch
 
-    net = _build_network_config(*spec) if spec is not None else load_network(network, task, num_classes, in_channels)
+    net = build_network_config(*spec) if spec is not None else load_network(network, task, num_classes, in_channels)
     if not isinstance(net, torch.nn.Module):
         raise CLIError(f"the network built from {network!r} is a {type(net).__name__}, not a torch.nn.Module")
     load_weights(net, checkpoint)
     check_output_dir(output_dir, report=True)  # a dedicated report folder: refused before any data or attack
     if items is None:
-        items, class_names = _folder_items(task, Path(data), split, class_names, seed)
-    items = _balanced_subset(items, limit)
+        items, class_names = folder_items(task, Path(data), split, class_names, seed)
+    items = balanced_subset(items, limit)
     if not items:
         raise CLIError("the data source holds no samples")
-    _check_image_dims(task, items, net)
+    check_image_dims(task, items, net)
     inferer = None
     if task == "segmentation" and roi_size != 0:
         from monai.inferers import SlidingWindowInferer
 
         inferer = SlidingWindowInferer(roi_size=int(roi_size or 256), sw_batch_size=sw_batch_size, overlap=0.25,
                                        mode="gaussian")
-    _evaluate(net, _make_loader(task, items, image_size, batch_size), suite, eps_list, output_dir, str(name),
+    _evaluate(net, evaluation_loader(task, items, image_size, batch_size), suite, eps_list, output_dir, str(name),
               task=task, device=dev, inferer=inferer, check_masking=check_masking, class_names=class_names,
               hd95=hd95, seed=seed, progress=progress)
 
@@ -730,34 +574,12 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
 def gradcam(**kwargs: Any) -> Any:
     """Grad-CAM maps: the flags are those of :func:`monai_dpaat.evaluation.gradcam.gradcam_cli` (see ``gradcam
     --help``); they are all checked, and the --models file read and checked, before any model is built."""
-    from monai_dpaat.evaluation.gradcam import MAX_GRADCAM_IMAGES, gradcam_cli, read_model_specs
+    from monai_dpaat.evaluation.gradcam import check_gradcam_args, gradcam_cli
 
     try:
-        a = inspect.signature(gradcam_cli).bind(**kwargs)
-    except TypeError as err:
+        check_gradcam_args(**kwargs)
+    except TypeError as err:  # an argument gradcam_cli does not take, or one missing
         raise CLIError(f"gradcam: {err} (see: {PROG} gradcam --help)") from None
-    a.apply_defaults()
-    a = a.arguments
-    if _int_arg("n_images", a["n_images"], 1) > MAX_GRADCAM_IMAGES:
-        raise CLIError(f"--n_images must be at most {MAX_GRADCAM_IMAGES} (one grid row per image), "
-                       f"got {a['n_images']!r}")
-    sizes = list(a["spatial_size"]) if isinstance(a["spatial_size"], (list, tuple)) else [a["spatial_size"]]
-    if len(sizes) not in (1, 2):
-        raise CLIError(f"--spatial_size must be an integer or two, got {a['spatial_size']!r}")
-    for s in sizes:
-        _int_arg("spatial_size", s, 1)
-    _int_arg("seed", a["seed"], 0)
-    _bool_arg("tensorboard", a["tensorboard"])
-    check_device(a["device"])
-    if not Path(str(a["data_dir"])).is_dir():
-        raise CLIError(f"--data_dir {str(a['data_dir'])!r} does not exist or is not a folder")
-    mask_dir = a["mask_dir"]
-    if mask_dir is not None and str(mask_dir).lower() != "otsu" and not Path(str(mask_dir)).is_dir():
-        raise CLIError(f"--mask_dir {str(mask_dir)!r} does not exist or is not a folder (or give 'otsu')")
-    if not isinstance(a["filename"], str) or not a["filename"] or Path(a["filename"]).name != a["filename"]:
-        raise CLIError(f"--filename must be a file name (no folder), got {a['filename']!r}")
-    read_model_specs(a["models"], trust_config=_bool_arg("trust_config", a.get("trust_config", False)))
-    check_output_dir(a["output_dir"])
     result = gradcam_cli(**kwargs)
     for key in ("png", "json", "tensorboard"):
         if result.get(key):
@@ -781,13 +603,7 @@ def combine(*reports: str, names: Any = None, output_dir: str = "combined_report
         if not Path(str(path)).exists():
             raise CLIError(f"report {path!r} does not exist")
     check_output_dir(output_dir, report=True)
-    merged: dict[str, Any] = {}
-    for path in reports:
-        for key, result in load_report(path).items():
-            k, i = key, 2
-            while k in merged:
-                k, i = f"{key} ({i})", i + 1
-            merged[k] = result
+    merged = unique_keys(item for path in reports for item in load_report(path).items())
     if names is not None:
         labels = _as_list(names)
         if len(labels) != len(merged):

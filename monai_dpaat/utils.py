@@ -5,18 +5,32 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import numbers
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["checkpoint_dict", "latest_checkpoint", "resume_checkpoint", "read_checkpoint", "check_checkpoint",
-           "load_weights", "check_overrides", "check_override_keys", "config_file_list",
-           "UnsafeConfigError", "check_config_is_safe", "TRUSTED_PACKAGES", "check_device",
+           "load_weights", "unique_keys", "check_overrides", "check_override_keys", "config_file_list",
+           "UnsafeConfigError", "check_config_is_safe", "TRUSTED_PACKAGES", "read_config_file",
+           "read_network_config", "build_network_config", "check_int", "check_bool", "check_device",
            "check_writable_dir", "bundle_config_files", "run_bundle"]
+
+
+def unique_keys(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """``{key: value}`` of ``(key, value)`` pairs, a repeated key numbered as tables show it: ``PGD``,
+    ``PGD (2)``, ``PGD (3)``."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        unique, i = key, 2
+        while unique in out:
+            unique, i = f"{key} ({i})", i + 1
+        out[unique] = value
+    return out
 
 
 def checkpoint_dict(**items: Any) -> dict[str, Any]:
@@ -313,6 +327,31 @@ def check_override_keys(keys: Sequence[str], config_file: Any, what: str = "over
 
 
 # ---------------------------------------------------------------------------------------------- checks before work
+def check_int(value: Any, flag: str, minimum: int | None = None, optional: bool = False) -> int | None:
+    """``value`` as an int (``"8"`` too, as a command line gives it), ``None`` if ``optional``; a float, bool or
+    word, or a value below ``minimum``, is a ``ValueError`` naming ``flag``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        value = int(value)
+    bound = f" >= {minimum}" if minimum is not None else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{flag} must be an integer{bound}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{flag} must be{bound}, got {value!r}")
+    return int(value)
+
+
+def check_bool(value: Any, flag: str) -> bool:
+    """``value`` as a bool (``"true"`` / ``"False"`` in any case too: fire parses only ``True`` / ``False``), else
+    a ``ValueError`` naming ``flag`` (``--name``) and its two spellings."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"{flag} must be True or False (or {flag} / --no{flag.lstrip('-')}), got {value!r}")
+    return value
+
+
 def check_device(device: Any, flag: str = "--device") -> Any:
     """``torch.device(device)``, refusing one this machine does not have (before any work, not in the first batch)."""
     import torch
@@ -547,3 +586,46 @@ def check_config_is_safe(config: Any, root: str = "", source: str = "config", wh
                                             "that is not checked; pass --trust_config to expand it")
                 if text.startswith("@"):
                     todo.append((text[1:], key))
+
+
+def read_config_file(path: Any) -> Any:
+    """The content of a JSON/YAML config file (read by MONAI's ``ConfigParser``), or ``ValueError`` naming it."""
+    from monai.bundle import ConfigParser
+
+    try:
+        return ConfigParser.load_config_file(str(path))
+    except Exception as err:  # malformed JSON/YAML
+        raise ValueError(f"cannot read config file {str(path)!r}: {err}") from None
+
+
+def read_network_config(network: Any, trust_config: bool = False) -> tuple[dict, str, str] | None:
+    """``(config, item id, source)`` of a network given as a JSON/YAML file or an inline dict (``{"_target_":
+    ...}``, or ``network_def`` inside: the item id is then ``"network_def"``, else ``""``), checked with
+    :func:`check_config_is_safe` unless ``trust_config``; ``None`` when ``network`` is neither (a name)."""
+    if isinstance(network, Mapping):
+        config, source = dict(network), "--network"
+    elif str(network).lower().endswith((".json", ".yaml", ".yml")):
+        if not Path(str(network)).is_file():
+            raise ValueError(f"network config file {str(network)!r} does not exist")
+        config, source = read_config_file(network), str(network)
+    else:
+        return None
+    if not isinstance(config, Mapping) or not ("network_def" in config or "_target_" in config):
+        raise ValueError(f"network config {source!r} must be a dict with '_target_' or 'network_def'")
+    key = "network_def" if "network_def" in config else ""
+    if not trust_config:
+        check_config_is_safe(dict(config), key, source, what="network config")
+    return dict(config), key, source
+
+
+def build_network_config(config: Mapping, key: str = "", source: str = "config") -> Any:
+    """Item ``key`` of ``config`` built by MONAI's ``ConfigParser`` (see :func:`read_network_config`); a failure
+    is a ``ValueError`` naming ``source`` with the user error it comes from."""
+    from monai.bundle import ConfigParser
+
+    from monai_dpaat.error_hook import user_error_of
+
+    try:
+        return ConfigParser(dict(config)).get_parsed_content(key)
+    except Exception as err:
+        raise ValueError(f"cannot build the network of {source!r}: {user_error_of(err) or err}") from None

@@ -502,3 +502,21 @@ def test_bundle_overrides_are_checked_before_anything_runs(capsys, tmp_path):
     _fails(capsys, base + ["--train#trainr#max_epochs", "1"], "'trainr' is not an id at train")
     _fails(capsys, base, "checkpoint '")  # the bundle's own model_path: models/model.pt of the bundle
     assert sorted(p.name for p in bundle.iterdir()) == ["configs"] and not (tmp_path / "out").exists()
+
+
+def test_flag_checks_live_in_the_library(tmp_path):
+    from monai_dpaat.evaluation.gradcam import check_gradcam_args
+    from monai_dpaat.utils import check_bool, check_int, unique_keys
+
+    assert check_int("8", "--limit", 1) == 8 and check_int(None, "--limit", optional=True) is None
+    with pytest.raises(ValueError, match=r"^--limit must be an integer >= 1, got 1\.5$"):
+        check_int(1.5, "--limit", 1)
+    assert check_bool("TRUE", "--hd95") is True
+    with pytest.raises(ValueError, match=r"^--hd95 must be True or False \(or --hd95 / --nohd95\), got 'no'$"):
+        check_bool("no", "--hd95")
+    assert list(unique_keys([("PGD", 1), ("FGSM", 2), ("PGD", 3), ("PGD", 4)])) == ["PGD", "FGSM", "PGD (2)", "PGD (3)"]
+    with pytest.raises(ValueError, match=r"^--spatial_size must be an integer or two"):
+        check_gradcam_args(models={}, data_dir=tmp_path, output_dir=tmp_path, spatial_size=[1, 2, 3])
+    with pytest.raises(TypeError):
+        check_gradcam_args(models={}, data_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -349,3 +349,25 @@ def test_inference_config_datalist_uses_image_files(tmp_path):
     parser.update({"dataset_dir": str(root), "max_images": 3})
     items = parser.get_parsed_content("datalist")
     assert items == [{"image": str(root / "HAM10000_images_part_1" / f"ISIC_{i}.jpg")} for i in (1, 2, 3)]
+
+
+def test_evaluation_data_checks_datalists_before_any_attack(tmp_path, splits):
+    from torch import nn
+
+    from monai_dpaat.data import (CheckClassLabeld, DataError, balanced_subset, check_datalist_labels,
+                                  check_image_dims, is_volume)
+
+    items = [{"image": f"{c}{i}.jpg", "label": c} for c in (0, 1) for i in range(3)]
+    assert [item["label"] for item in balanced_subset(items, 4)] == [0, 1, 0, 1]
+    assert balanced_subset(items, None) == items and not is_volume(items) and not is_volume(None)
+    assert is_volume([{"image": ["t1.nii.gz", "t2.nii.gz"]}])
+    assert CheckClassLabeld("label", num_classes=2).class_index(torch.tensor(1.0)) == 1
+    test = splits["test"][:2]
+    check_datalist_labels(test, "list.json", num_classes=3)
+    with pytest.raises(DataError, match=r"'list\.json' item 1: label 3 of .* is not a class index"):
+        check_datalist_labels([test[0], {**test[1], "label": 3}], "list.json", num_classes=3)
+    with pytest.raises(DataError, match=r"item 0: image '.*gone\.jpg' does not exist"):
+        check_datalist_labels([{"image": str(tmp_path / "gone.jpg"), "label": 0}], "list.json", None)
+    check_image_dims("classification", test, nn.Conv2d(3, 2, 3))
+    with pytest.raises(DataError, match=r"is a 2D image, but the network is 3D"):
+        check_image_dims("segmentation", test, nn.Conv3d(3, 2, 3))

@@ -5,12 +5,23 @@ Every ``*_datalist(s)`` function returns plain lists of dicts (each with an ``"i
 position in its split) usable by :class:`monai.data.Dataset` and bundle configs
 (``"$monai_dpaat.data.ham10000_datalists(@dataset_dir)['train']"``). Wherever a datalist is
 accepted, :func:`load_datalist` turns a MONAI Decathlon-style JSON file or an in-memory list into one;
-:func:`image_files` globs unlabelled images for inference configs.
+:func:`image_files` globs unlabelled images for inference configs; :mod:`~monai_dpaat.data.evaluation_data` reads
+and checks the samples of a robustness evaluation (a datalist or a dataset folder) before any attack runs.
 
 Bad data is refused when it is loaded, with an error naming the file (or the CSV row, or the argument) and
 what was expected, never truncated or skipped silently. Problems are logged to the ``"monai_dpaat.data"`` logger.
 """
 
+from monai_dpaat.data.evaluation_data import (
+    balanced_subset,
+    check_datalist_labels,
+    check_image_dims,
+    evaluation_loader,
+    first_image,
+    folder_items,
+    is_volume,
+    read_evaluation_datalist,
+)
 from monai_dpaat.data.ham10000 import (
     HAM10000_CLASSES,
     ham10000_datalists,
@@ -56,6 +67,14 @@ from monai_dpaat.data.utils import (
 )
 
 __all__ = [
+    "balanced_subset",
+    "check_datalist_labels",
+    "check_image_dims",
+    "evaluation_loader",
+    "first_image",
+    "folder_items",
+    "is_volume",
+    "read_evaluation_datalist",
     "IndexedDataset",
     "HAM10000_CLASSES",
     "ham10000_datalists",

@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -327,10 +328,12 @@ class CheckClassLabeld(MapTransform):
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = torch.tensor(self._class_index(d[key], d.get(self.source_key), key), dtype=torch.long)
+            d[key] = torch.tensor(self.class_index(d[key], d.get(self.source_key), key), dtype=torch.long)
         return d
 
-    def _class_index(self, value, source, key: Hashable) -> int:
+    def class_index(self, value: Any, source: Any = None, key: Hashable = "label") -> int:
+        """``value`` (an int, an integral float or a one-element tensor / array) as a class index, or ``DataError``
+        naming ``value``, the valid range, ``source`` (the item's file, or its image's metadata) and ``key``."""
         v = value
         if isinstance(v, torch.Tensor) and v.numel() == 1 or isinstance(v, np.ndarray) and v.size == 1:
             v = v.item()

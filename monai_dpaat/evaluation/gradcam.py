@@ -8,12 +8,14 @@
   columns = the original and each model's CAM overlay, written as a PNG (atomically) and to TensorBoard.
 - :func:`find_target_layer`: the layer Grad-CAM reads for common networks (override with ``target_layers``).
 - :func:`gradcam_cli`: what ``python -m monai_dpaat gradcam ...`` calls: models (or checkpoint + network
-  specs) and a HAM10000 folder in, a grid PNG, a JSON of energies and TensorBoard images out.
+  specs) and a HAM10000 folder in, a grid PNG, a JSON of energies and TensorBoard images out;
+  :func:`check_gradcam_args` checks its arguments, as a command line gives them, before any model is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import random
@@ -30,7 +32,8 @@ from monai.visualize import GradCAM, ModelWithHooks
 from monai_dpaat.atomic_io import atomic_write
 from monai_dpaat.attacks.base import restore_model_state
 from monai_dpaat.data.ham10000 import ham10000_image_files, load_ham10000_image, read_ham10000_metadata
-from monai_dpaat.utils import check_config_is_safe, load_weights
+from monai_dpaat.utils import (check_bool, check_config_is_safe, check_device, check_int, check_writable_dir,
+                               load_weights)
 
 __all__ = [
     "find_target_layer",
@@ -45,6 +48,7 @@ __all__ = [
     "load_ham10000_images",
     "otsu_lesion_mask",
     "gradcam_cli",
+    "check_gradcam_args",
 ]
 
 #: layer names Grad-CAM conventionally reads, tried before the last-convolution fallback
@@ -586,3 +590,36 @@ def gradcam_cli(
         log_gradcam_grid(tb_dir, images, cams, masks if mask_dir else None, energies, row_titles=titles)
     return {"png": str(png), "json": str(js), "tensorboard": None if tb_dir is None else str(tb_dir),
             "image_ids": ids, "energy_in_mask": means}
+
+
+def check_gradcam_args(**kwargs: Any) -> dict[str, Any]:
+    """Check the arguments of :func:`gradcam_cli` as a command line gives them (``"8"`` for 8 too), before any
+    model is built: the numbers and flags, that ``data_dir`` (and ``mask_dir`` unless ``"otsu"``) is a folder,
+    ``filename`` a bare file name, ``output_dir`` writable, the device present, and the ``models`` specs readable
+    and safe (:func:`read_model_specs`). Messages name the ``gradcam`` command's flags (``--n_images``); errors
+    are ``ValueError``, or ``TypeError`` for an argument :func:`gradcam_cli` does not take or one missing.
+    Returns all of :func:`gradcam_cli`'s arguments, defaults filled in."""
+    bound = inspect.signature(gradcam_cli).bind(**kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    if check_int(a["n_images"], "--n_images", 1) > MAX_GRADCAM_IMAGES:
+        raise ValueError(f"--n_images must be at most {MAX_GRADCAM_IMAGES} (one grid row per image), "
+                         f"got {a['n_images']!r}")
+    sizes = list(a["spatial_size"]) if isinstance(a["spatial_size"], (list, tuple)) else [a["spatial_size"]]
+    if len(sizes) not in (1, 2):
+        raise ValueError(f"--spatial_size must be an integer or two, got {a['spatial_size']!r}")
+    for size in sizes:
+        check_int(size, "--spatial_size", 1)
+    check_int(a["seed"], "--seed", 0)
+    check_bool(a["tensorboard"], "--tensorboard")
+    check_device(a["device"])
+    if not Path(str(a["data_dir"])).is_dir():
+        raise ValueError(f"--data_dir {str(a['data_dir'])!r} does not exist or is not a folder")
+    mask_dir = a["mask_dir"]
+    if mask_dir is not None and str(mask_dir).lower() != "otsu" and not Path(str(mask_dir)).is_dir():
+        raise ValueError(f"--mask_dir {str(mask_dir)!r} does not exist or is not a folder (or give 'otsu')")
+    if not isinstance(a["filename"], str) or not a["filename"] or Path(a["filename"]).name != a["filename"]:
+        raise ValueError(f"--filename must be a file name (no folder), got {a['filename']!r}")
+    read_model_specs(a["models"], trust_config=check_bool(a["trust_config"], "--trust_config"))
+    check_writable_dir(a["output_dir"])
+    return dict(a)

@@ -19,7 +19,9 @@ noise is clipped to the L-inf budget for a like-for-like comparison.
 
 from __future__ import annotations
 
+
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -112,10 +114,11 @@ def preset(name: str, eps: float | None = DEFAULT_EPS, alpha: float | None = Non
     return {label: attacks[label] for label in labels}
 
 
-def parse_eps(value: Any) -> float:
-    """A budget from a number or a string such as ``"8/255"`` or ``"0.03"``; raises ``ValueError`` otherwise."""
+def parse_eps(value: Any, name: str = "eps") -> float:
+    """A budget from a number or a string such as ``"8/255"`` or ``"0.03"``: finite and >= 0. Raises ``ValueError``
+    (naming the value as ``name``, e.g. a command-line flag) otherwise."""
     if isinstance(value, bool):
-        raise ValueError(f"eps must be a number or 'a/b', got {value!r}")
+        raise ValueError(f"{name} must be a number or 'a/b' such as '8/255', got {value!r}")
     if isinstance(value, (int, float)):
         out = float(value)
     else:
@@ -127,7 +130,9 @@ def parse_eps(value: Any) -> float:
             else:
                 out = float(text)
         except (ValueError, ZeroDivisionError):
-            raise ValueError(f"eps must be a number or 'a/b' such as '8/255', got {value!r}") from None
-    if not out >= 0:
-        raise ValueError(f"eps must be >= 0, got {value!r}")
+            raise ValueError(f"{name} must be a number or 'a/b' such as '8/255', got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if out < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
     return out
