@@ -19,7 +19,6 @@ noise is clipped to the L-inf budget for a like-for-like comparison.
 
 from __future__ import annotations
 
-
 import inspect
 import math
 from collections.abc import Callable, Sequence

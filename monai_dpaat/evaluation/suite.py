@@ -28,6 +28,7 @@ from monai.inferers import Inferer
 from monai_dpaat.attacks import Attack, canonical_name, default_loss, restore_model_state
 from monai_dpaat.conventions import image_and_label, per_sample_losses, primary_output
 from monai_dpaat.networks.inferer_network import InfererNetwork
+from monai_dpaat.utils import unique_keys
 
 from .metrics import (
     SegmentationMetrics,
@@ -130,16 +131,10 @@ def build_suite(attacks: Any, eps: float | None = None, loss_function: Callable 
     Raises ``ValueError`` on any other form, naming what is accepted.
     """
     entries: list[SuiteEntry] = []
-    seen: dict[str, int] = {}
-    for label, attack in _labelled_attacks(attacks, eps):
-        attack = _with_defaults(attack, loss_function, generator)
-        if label in seen:
-            seen[label] += 1
-            label = f"{label} ({seen[label]})"
-        else:
-            seen[label] = 1
+    for label, attack in unique_keys(_labelled_attacks(attacks, eps)).items():
         if label in (ORIGINAL, WORST_CASE):
             raise ValueError(f"attack label {label!r} is reserved")
+        attack = _with_defaults(attack, loss_function, generator)
         entries.append(SuiteEntry(label, attack, _jsonable(attack.config())))
     return entries
 
