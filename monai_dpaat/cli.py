@@ -49,7 +49,8 @@ from monai_dpaat.utils import (UnsafeConfigError, build_network_config, bundle_c
                                read_config_file, read_network_config, run_bundle, unique_keys)
 
 __all__ = ["CLIError", "UnsafeConfigError", "robustness", "robustness_bundle", "demo", "gradcam", "combine",
-           "presets", "main", "COMMANDS", "BUNDLE_KEYS", "default_data_dir", "load_network", "attack_configs",
+           "presets", "main", "COMMANDS", "BUNDLE_KEYS",
+           "BUNDLE_ONLY_FLAGS", "NETWORK_FLAGS", "default_data_dir", "load_network", "attack_configs",
            "parse_eps_list", "parse_command_line", "check_output_dir", "check_config_is_safe"]
 
 logger = logging.getLogger("monai_dpaat.cli")
@@ -168,55 +169,117 @@ def _attack_target(name: str) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def _name_spec(name: str, label: str | None = None, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+def _name_spec(name: str) -> tuple[str, dict[str, Any]]:
     """``(label, _target_ config)`` of an attack name, its step count parsed: ``"20-pgd"`` ->
     ``("20-PGD", {"_target_": "monai_dpaat.attacks.PGD", "steps": 20})``."""
     text = str(name).strip()
     match = re.fullmatch(r"(\d+)-(.+)", text)  # the step count as the DPAAT paper writes it
     config = {"_target_": _attack_target(match.group(2) if match else text)}
-    return str(label or text.upper()), {**config, **({"steps": int(match.group(1))} if match else {}), **kwargs}
+    return text.upper(), {**config, **({"steps": int(match.group(1))} if match else {})}
+
+
+#: what an attacks file holds (written in its error messages)
+ATTACKS_FILE_FORM = ("a {label: {'_target_': 'monai_dpaat.attacks.<Class>', ...keyword arguments}} mapping, e.g. "
+                     "{'PGD-5': {'_target_': 'monai_dpaat.attacks.PGD', 'steps': 5}}")
+
+
+def _read_attacks_file(path: str) -> dict[str, dict[str, Any]]:
+    """The ``{label: _target_ config}`` mapping of an attacks file (JSON/YAML), its shape checked; the removed
+    list of ``{"name": ...}`` specs is refused with the form to write."""
+    if not Path(path).is_file():
+        raise CLIError(f"attack config file {path!r} does not exist")
+    data = _cli_error(read_config_file, path)
+    old = data.get("attacks") if isinstance(data, Mapping) and set(data) == {"attacks"} else data
+    if isinstance(old, list):
+        raise CLIError(f"attack config {path!r} holds a list of {{'name': ...}} specs, a form that is removed; "
+                       f"write {ATTACKS_FILE_FORM}")
+    if not isinstance(data, Mapping) or not data:
+        raise CLIError(f"attack config {path!r} must hold {ATTACKS_FILE_FORM}; got {type(data).__name__}")
+    for label, config in data.items():
+        if not (isinstance(config, Mapping) and isinstance(config.get("_target_"), str)):
+            raise CLIError(f"attack config {path!r}: attack {str(label)!r} must be a {{'_target_': "
+                           f"'monai_dpaat.attacks.<Class>', ...}} config, got {config!r}; the file holds "
+                           f"{ATTACKS_FILE_FORM}")
+    return {str(label): dict(config) for label, config in data.items()}
+
+
+def _attack_class(target: Any) -> type | None:
+    """The :class:`~monai_dpaat.attacks.Attack` class ``target`` names in :mod:`monai_dpaat.attacks`
+    (``"monai_dpaat.attacks.PGD"``), else None; nothing outside that package is imported."""
+    from monai_dpaat import attacks as A
+
+    module, _, name = str(target).rpartition(".")
+    obj = getattr(A, name, None) if module == A.__name__ else None
+    return obj if isinstance(obj, type) and issubclass(obj, A.Attack) else None
+
+
+def _check_attack_config(label: str, config: Mapping[str, Any], source: str) -> None:
+    """An attacks file's entry is safe to build without ``--trust_config``: its ``_target_`` is an attack class of
+    :mod:`monai_dpaat.attacks`, its keywords are that class's, and its values pass
+    :func:`~monai_dpaat.utils.check_config_is_safe` (no ``$`` / ``%``, only network ``_target_``s such as a loss)."""
+    cls = _attack_class(config["_target_"])
+    if cls is None:
+        raise CLIError(f"attack config {source!r}: attack {label!r} has _target_ {config['_target_']!r}; an attacks "
+                       "file builds only the attack classes of monai_dpaat.attacks (monai_dpaat.attacks.<Class>) "
+                       "unless --trust_config")
+    params = inspect.signature(cls).parameters
+    unknown = [k for k in config if k != "_target_" and k not in params]
+    if unknown:
+        raise CLIError(f"attack config {source!r}: attack {label!r} ({cls.__name__}) takes no keyword "
+                       f"{unknown[0]!r}; its keywords: {', '.join(params)}")
+    arguments = {k: v for k, v in config.items() if k != "_target_"}  # the attack class itself is checked above
+    _cli_error(check_config_is_safe, arguments, source=source, what="attack config", prefix=f"{label}#")
+
+
+def _is_attacks_file(attacks: Any) -> bool:
+    return isinstance(attacks, str) and attacks.lower().endswith((".json", ".yaml", ".yml"))
 
 
 def _attack_specs(attacks: Any) -> str | dict[str, dict[str, Any]]:
-    """``--attacks`` as a preset name, or ``{label: _target_ config}`` from attack names (``fgsm,20-pgd``) or a
-    JSON/YAML file holding a list of ``{"name": ..., "label": ..., **kwargs}`` (or ``{"attacks": [...]}``):
-    plain data, never evaluated."""
+    """``--attacks`` as a preset name, or ``{label: _target_ config}`` from attack names (``fgsm,20-pgd``) or from
+    a JSON/YAML file holding such a mapping (:data:`ATTACKS_FILE_FORM`; read, not built)."""
     from monai_dpaat.evaluation.presets import PRESETS
 
-    if isinstance(attacks, str) and attacks.lower().endswith((".json", ".yaml", ".yml")):
-        if not Path(attacks).is_file():
-            raise CLIError(f"attack config file {attacks!r} does not exist")
-        data = read_config_file(attacks)
-        data = data["attacks"] if isinstance(data, Mapping) and "attacks" in data else data
-        if not isinstance(data, list) or not all(isinstance(s, Mapping) and "name" in s and "_target_" not in s
-                                                 for s in data):
-            raise CLIError(f"attack config {attacks!r} must hold a list of {{'name': ..., kwargs}} dicts")
-        check_config_is_safe(data, source=attacks, what="attack config")
-        specs = [_name_spec(**dict(s)) for s in data]
-    else:
-        names = _as_list(attacks)
-        presets = [n.lower().replace("_", "-") for n in names if n.lower().replace("_", "-") in PRESETS]
-        if presets and len(names) == 1:
-            return presets[0]
-        if presets or not names:
-            raise CLIError(f"--attacks must be one preset ({', '.join(PRESETS)}) or attack names, got {attacks!r}")
-        specs = [_name_spec(n) for n in names]
-    return unique_keys(specs)
+    if _is_attacks_file(attacks):
+        return _read_attacks_file(attacks)
+    names = _as_list(attacks)
+    presets = [n.lower().replace("_", "-") for n in names if n.lower().replace("_", "-") in PRESETS]
+    if presets and len(names) == 1:
+        return presets[0]
+    if presets or not names:
+        raise CLIError(f"--attacks must be one preset ({', '.join(PRESETS)}) or attack names, got {attacks!r}")
+    return unique_keys(_name_spec(n) for n in names)
 
 
-def attack_configs(attacks: Any, eps: Any = "@robustness_eps") -> str | dict[str, dict[str, Any]]:
+def _with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each of ``defaults`` its attack class takes and the config does not give (all of them
+    but ``alpha`` / ``value_range`` when the class is not one of :mod:`monai_dpaat.attacks`)."""
+    cls = _attack_class(config.get("_target_"))
+    takes = inspect.signature(cls).parameters if cls is not None else {"eps": None}
+    return {**config, **{k: v for k, v in defaults.items() if v is not None and k in takes and k not in config}}
+
+
+def attack_configs(attacks: Any, eps: Any = "@robustness_eps", alpha: Any = "$@robustness_eps / 4",
+                   value_range: Any = None) -> str | dict[str, dict[str, Any]]:
     """``--attacks`` for a bundle: a preset name as it is (``robustness_preset``), or ``{label: _target_ config}``
-    (``robustness_attacks``) with ``eps`` where a spec gives none: ``attack_configs("fgsm,20-pgd")["20-PGD"] ==
-    {"_target_": "monai_dpaat.attacks.PGD", "steps": 20, "eps": "@robustness_eps"}``."""
+    (``robustness_attacks``) with the presets' rules where a config gives none: ``eps``, the step size ``alpha``
+    of multi-step attacks (``eps / 4``, :mod:`monai_dpaat.evaluation.presets`) and ``value_range`` (e.g.
+    ``"@attack_value_range"``; None: the class default); ``attack_configs("fgsm,20-pgd")["20-PGD"] ==
+    {"_target_": "monai_dpaat.attacks.PGD", "steps": 20, "eps": "@robustness_eps", "alpha": "$@robustness_eps / 4"}``.
+    """
     specs = _attack_specs(attacks)
     if isinstance(specs, str):
         return specs
-    return {label: {**config, "eps": config.get("eps", eps)} for label, config in specs.items()}
+    defaults = {"eps": eps, "alpha": alpha, "value_range": value_range}
+    return {label: _with_defaults(config, defaults) for label, config in specs.items()}
 
 
-def _parse_attacks(attacks: Any) -> str | dict[str, Any]:
-    """``--attacks`` for the Python API: a preset name, or ``{label: Attack}`` built from the specs (at the
-    attacks' own budgets; the evaluator's ``eps`` sets another)."""
+def _parse_attacks(attacks: Any, trust_config: bool = False, value_range: Any = None) -> str | dict[str, Any]:
+    """``--attacks`` for the Python API: a preset name, or ``{label: Attack}`` built by MONAI's ``ConfigParser``
+    (at the attacks' own budgets, step size eps/4; the evaluator's ``eps`` sets another and keeps the ratio). An
+    attacks file is checked by :func:`_check_attack_config` first unless ``trust_config``. ``value_range`` (None:
+    the classes' default) is given to every attack that does not set its own; a preset stays a name (its attacks
+    at the evaluator's defaults: GN keeps its unclipped noise)."""
     from monai.bundle import ConfigParser
 
     specs = _attack_specs(attacks)
@@ -224,9 +287,12 @@ def _parse_attacks(attacks: Any) -> str | dict[str, Any]:
         return specs
     built = {}
     for label, config in specs.items():
+        if _is_attacks_file(attacks) and not trust_config:
+            _check_attack_config(label, config, str(attacks))
+        config = _with_defaults(config, {"value_range": value_range})
         try:
             built[label] = ConfigParser(config).get_parsed_content()
-        except Exception as err:  # bad keyword arguments in a spec file
+        except Exception as err:  # a bad value (eps < 0...): one line naming the attack
             raise CLIError(f"attack {label!r} ({config}) cannot be built: {user_error_of(err) or err}") from None
     return built
 
@@ -279,6 +345,8 @@ BUNDLE_KEYS = {"attacks": ("robustness_preset", "robustness_attacks"),
                "output_dir": ("robustness_dir",), "checkpoint": ("model_path",), "name": ("model_name",),
                "device": ("device",)}
 BUNDLE_FLAGS = ("bundle", "config_file", *BUNDLE_KEYS)
+#: ``robustness`` flags that only ``--bundle`` takes (the others of :data:`BUNDLE_FLAGS` work without it too)
+BUNDLE_ONLY_FLAGS = ("bundle", "config_file")
 
 
 def bundled(name: str) -> Path:
@@ -305,6 +373,25 @@ def _check_bundle_keys(files: Sequence[Path], overrides: Mapping[str, Any], flag
                 raise CLIError(f"robustness: unknown flag --{key}; did you mean --{close[0]}? (with --bundle, other "
                                f"flags are bundle overrides, and {err})") from None
             raise CLIError(str(err)) from None
+
+
+def _is_plain(value: Any) -> bool:
+    """A config value that builds and runs nothing: None, a bool, a number, a string that is no ``$`` expression,
+    ``@`` reference or ``%`` macro, or a list of such values."""
+    if isinstance(value, str):
+        return not value.startswith(("$", "@", "%"))
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, numbers.Number))
+
+
+def _check_network_flags(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Refuse a flag of the ``--network`` path (:data:`NETWORK_FLAGS`) given with ``--bundle``: the bundle's configs
+    define the network, task and data. One the bundle defines as a plain value (:func:`_is_plain`:
+    ``--image_size 32``, ``--batch_size 8``) is an override of it, as any other ``--key value``."""
+    for key in overrides:
+        if key in NETWORK_FLAGS and not (key in config and _is_plain(config[key])):
+            raise CLIError(f"--{key} does not apply with --bundle (the bundle's configs define it)")
 
 
 def _bundle_values(files: Sequence[Path], overrides: Mapping[str, Any], bundle: Any) -> tuple[Any, Any, Any]:
@@ -366,37 +453,52 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
                trust_config: bool = False, **overrides: Any) -> None:
     """Evaluate a model under an attack suite and write report.md/.json, table_*.csv and PNG plots.
 
-    With --bundle: the bundle's own robustness run (:func:`robustness_bundle`); the flags marked [bundle] set its
-    robustness keys (left out: the bundle's values), any other --key value is a bundle override (# for nested
-    ids), checked against the bundle's configs first. Without: --network, --checkpoint and the data.
+    With --bundle: the bundle's own robustness run (:func:`robustness_bundle`); the flags marked [bundle: key] set
+    its robustness keys (left out: the bundle's values), [bundle only] flags need --bundle, any other --key value
+    is a bundle override (# for nested ids), checked against the bundle's configs first. The [network only] flags
+    are refused with --bundle (its configs define the network, task and data), but where the bundle's configs
+    define a plain value of that name (--image_size 32, --batch_size 8): that is then overridden. Without
+    --bundle: --network, --checkpoint and the data.
 
     Args:
-        bundle: a bundle folder; configs/train.json + configs/robustness.json run as monai.bundle run runs them.
-        config_file: [bundle] extra configs: "['configs/quick.json']", a comma list or the flag repeated.
+        bundle: [bundle only] a bundle folder; configs/train.json + configs/robustness.json run as monai.bundle
+            run runs them.
+        config_file: [bundle only] extra configs: "['configs/quick.json']", a comma list or the flag repeated.
         checkpoint: [bundle: model_path] weights (a state dict or a CheckpointSaver file).
-        network: a JSON/YAML network config (``_target_``, or ``network_def`` inside; no ``$`` expressions, only
-            network classes/factories of torch, torchvision, monai, monai_dpaat unless --trust_config) or a
-            classifier name of monai_dpaat.networks.build_classifier.
-        task: classification | segmentation.
-        data: a dataset folder (HAM10000 for classification, NuInsSeg layout for segmentation), or
-        datalist: a Decathlon datalist JSON (key --split, default ``test``).
+        network: [network only] a JSON/YAML network config (``_target_``, or ``network_def`` inside; no ``$``
+            expressions, only network classes/factories of torch, torchvision, monai, monai_dpaat unless
+            --trust_config) or a classifier name of monai_dpaat.networks.build_classifier.
+        task: [network only] classification | segmentation.
+        data: [network only] a dataset folder (HAM10000 for classification, NuInsSeg layout for segmentation), or
+        datalist, split: [network only] a Decathlon datalist JSON and its key (default ``test``).
         attacks: [bundle: robustness_preset / robustness_attacks] a preset (dpaat-table, unet-paper), attack names
-            with step counts (``fgsm,20-pgd``) or a JSON/YAML list of {name, label, kwargs} specs.
+            with step counts (``fgsm,20-pgd``: multi-step ones at step size eps/4, as the presets) or a JSON/YAML
+            file of {label: {"_target_": "monai_dpaat.attacks.<Class>", ...keyword arguments}}. Without --bundle
+            such a file builds only monai_dpaat.attacks classes and no ``$`` expressions unless --trust_config;
+            a bundle runs it as its own config.
         eps: [bundle: robustness_eps / robustness_eps_sweep] ``8/255``, or ``2/255,4/255,8/255`` for a sweep with
             metric-vs-eps plots; at most the data's value range (1 for images scaled to [0, 1]).
         output_dir: [bundle: robustness_dir] the report folder: new, empty or a previous report's.
         device: [bundle: device] cpu, cuda, cuda:0...
-        limit: [bundle: robustness_max_samples] at most this many samples (class-balanced here), >= 1.
-        num_classes, in_channels: of a named classifier; classes: HAM10000 classes in label order.
-        image_size: classification input side; roi_size: segmentation sliding window (256; 0: whole tiles).
+        limit: [bundle: robustness_max_samples] at most this many samples, >= 1. Without --bundle: a class-balanced
+            subset (round-robin over the labels) of the classification data, the first samples of segmentation
+            data. With --bundle: the bundle's robustness_max_samples, as its configs use it (the HAM10000 bundle:
+            a class-balanced subset of its test list, monai_dpaat.data.balanced_subset; the segmentation
+            bundles: the evaluator stops after that many samples).
+        batch_size, seed, progress: [network only] the loader's batch size, the data/attack seed, progress bars.
+        num_classes, in_channels: [network only] of a named classifier; classes: HAM10000 classes in label order.
+        image_size: [network only] classification input side; roi_size, sw_batch_size: [network only]
+            segmentation sliding window (256; 0: whole tiles).
         name: [bundle: model_name] the model's column in the tables.
-        hd95: compute HD95 (segmentation); check_masking: also run the gradient-masking checks on two batches.
-        trust_config: build --network configs as MONAI would (``$`` expressions and any ``_target_`` run).
+        hd95: [network only] compute HD95 (segmentation); check_masking: [network only] also run the
+            gradient-masking checks on two batches.
+        trust_config: [network only] build --network and --attacks files as MONAI would (``$`` expressions and any
+            ``_target_`` run).
     """
-    if bundle is not None:  # the [bundle] arguments left at their defaults take the bundle's own values
+    if bundle is not None:  # the arguments left at their defaults take the bundle's own values
+        arguments = {k: v for k, v in locals().items() if k in NETWORK_FLAGS or k in BUNDLE_KEYS}
         defaults = {k: p.default for k, p in inspect.signature(robustness).parameters.items()}
-        given = {k: v for k, v in dict(checkpoint=checkpoint, attacks=attacks, eps=eps, limit=limit, name=name,
-                                       output_dir=output_dir, device=device).items() if v != defaults[k]}
+        given = {k: v for k, v in arguments.items() if v != defaults[k]}  # network flags: refused or overrides
         return robustness_bundle(bundle, config_file, **given, **overrides)
     if config_file is not None or overrides:
         raise CLIError(f"robustness: config_file and overrides {sorted(overrides)} need a bundle")
@@ -417,7 +519,7 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
     if task == "classification" and not class_names:
         raise CLIError(f"--classes must name the HAM10000 classes in label order (e.g. mel,nv), got {classes!r}")
     eps_list, dev = parse_eps_list(eps), check_device(device)
-    suite = _parse_attacks(attacks)  # an unknown attack or preset: an error before any loading
+    suite = _parse_attacks(attacks, trust_config)  # an unknown attack or preset: an error before any loading
     if network is None:
         raise CLIError("give a model: --bundle <folder>, or --network <config|name> with --checkpoint <file>")
     # 2. the files it names: they exist, configs are safe to build, the budget fits the data
@@ -439,7 +541,10 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
         items = read_evaluation_datalist(datalist, split, task, num_classes if spec is None else None)
     elif not Path(data).is_dir():
         raise CLIError(f"data folder {str(data)!r} does not exist")
-    check_eps_range(eps_list, None if task == "segmentation" and is_volume(items) else 1.0)
+    volume = task == "segmentation" and is_volume(items)
+    check_eps_range(eps_list, None if volume else 1.0)
+    # named attacks clamp to the images' [0, 1], as a bundle's attack_value_range (volumes: the class default)
+    suite = _parse_attacks(attacks, trust_config, value_range=None if volume else [0.0, 1.0])
     check_output_dir(output_dir)
     # 3. the work
     import torch
@@ -466,6 +571,11 @@ def robustness(bundle: str | None = None, config_file: Any = None, checkpoint: s
               hd95=hd95, seed=seed, progress=progress)
 
 
+#: ``robustness`` flags of the ``--network`` path only (see :func:`_check_network_flags` for ``--bundle``)
+NETWORK_FLAGS = tuple(n for n, p in inspect.signature(robustness).parameters.items()
+                      if p.kind is not p.VAR_KEYWORD and n not in BUNDLE_FLAGS)
+
+
 def robustness_bundle(bundle: Any, config_file: Any = None, checkpoint: str | None = None, attacks: Any = None,
                       eps: Any = None, limit: int | None = None, output_dir: str | None = None,
                       name: str | None = None, device: str | None = None, **overrides: Any) -> None:
@@ -474,12 +584,17 @@ def robustness_bundle(bundle: Any, config_file: Any = None, checkpoint: str | No
     robustness keys (:data:`BUNDLE_KEYS`; one ``eps`` runs no sweep) and ``overrides`` (``#`` for nested ids).
     Before anything runs: every key is an id of the merged configs, the report folder (``robustness_dir``) can
     be written and is dedicated, the checkpoint (``model_path``) is readable, the budget fits the attacks' value
-    range and the device exists."""
+    range, the device exists and no flag of the ``--network`` path is given (:func:`_check_network_flags`). Attacks
+    named on the command line get the bundle's ``attack_value_range`` when it defines one."""
+    from monai.bundle import ConfigParser
+
     files = bundle_config_files(bundle, ("train.json", "robustness.json"), config_file)
+    config = _cli_error(ConfigParser.load_config_files, [str(f) for f in files])
+    _check_network_flags(config, overrides)
     values: dict[str, Any] = {"bundle_root": str(Path(str(bundle)).expanduser().resolve())}
     eps_list = parse_eps_list(eps)
     if attacks is not None:
-        spec = attack_configs(attacks)
+        spec = attack_configs(attacks, value_range="@attack_value_range" if "attack_value_range" in config else None)
         values["robustness_preset" if isinstance(spec, str) else "robustness_attacks"] = spec
     if eps_list:
         values.update(robustness_eps=max(eps_list), robustness_eps_sweep=eps_list if len(eps_list) > 1 else [])
@@ -519,7 +634,7 @@ def _print_epochs(workflow: Any) -> None:
         losses.clear()
 
 
-def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int = 2, n_train: int = 200,
+def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int | None = None, n_train: int = 200,
          n_test: int = 64, image_size: int = 64, batch_size: int = 32, lr: float = 1e-3, attacks: Any = "dpaat-table",
          eps: Any = "8/255", device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
     """Train the HAM10000 bundle's quick run (configs/quick.json: small CNN, mel vs nv) with the STD method
@@ -528,11 +643,12 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
 
     Args:
         data: HAM10000 folder (default: ``<sample data>/ham10000``, see ``MONAI_DPAAT_DATA``).
-        epochs, n_train, n_test, image_size, batch_size, lr: the bundle's max_epochs, n_train, n_test (per class),
-            image_size, batch_size and lr.
+        epochs: the bundle's max_epochs (default: configs/quick.json's; its first epoch trains the head only).
+        n_train, n_test, image_size, batch_size, lr: the bundle's n_train, n_test (per class), image_size,
+            batch_size and lr.
         attacks, eps: the evaluation suite and budget (as for robustness).
     """
-    epochs, n_train = _int_arg("epochs", epochs, 1), _int_arg("n_train", n_train, 1)
+    epochs, n_train = _int_arg("epochs", epochs, 1, optional=True), _int_arg("n_train", n_train, 1)
     n_test, image_size = _int_arg("n_test", n_test, 1), _int_arg("image_size", image_size, 1)
     batch_size, seed = _int_arg("batch_size", batch_size, 1), _int_arg("seed", seed, 0)
     progress = _bool_arg("progress", progress)
@@ -540,21 +656,27 @@ def demo(data: str | None = None, output_dir: str = "demo_output", epochs: int =
         raise CLIError(f"--lr must be a finite number > 0, got {lr!r}")
     eps_list = parse_eps_list(eps) or [8 / 255]
     check_eps_range(eps_list, 1.0)
-    dev, suite = check_device(device), _parse_attacks(attacks)
+    from monai.bundle import ConfigParser
+    from monai.data import DataLoader, Dataset
+
+    bundle = bundled("ham10000_dpaat_classification")
+    files = bundle_config_files(bundle, ("train.json", "quick.json", "methods/std.json"))
+    config = ConfigParser.load_config_files([str(f) for f in files])
+    epochs = config["max_epochs"] if epochs is None else epochs  # the quick config's (not passed on)
+    value_range = config.get("attack_value_range")  # the attacks as the bundle's robustness run builds them
+    dev = check_device(device)
+    suite = _parse_attacks(attacks, value_range=value_range if _is_plain(value_range) else None)
     root = Path(data) if data is not None else default_data_dir() / "ham10000"
     if not root.is_dir():
         raise CLIError(f"HAM10000 data folder {str(root)!r} does not exist (give --data or set MONAI_DPAAT_DATA)")
     check_output_dir(output_dir, report=True)
-    bundle = bundled("ham10000_dpaat_classification")
-    files = bundle_config_files(bundle, ("train.json", "quick.json", "methods/std.json"))
-
-    from monai.data import DataLoader, Dataset
 
     with tempfile.TemporaryDirectory(prefix="monai_dpaat_demo.") as work:
         overrides = {"bundle_root": str(bundle), "dataset_dir": str(root), "ckpt_dir": f"{work}/models",
-                     "output_dir": f"{work}/eval", "max_epochs": epochs, "n_train": n_train, "n_test": n_test,
-                     "image_size": image_size, "batch_size": batch_size, "lr": float(lr), "seed": seed,
-                     "device": f"$torch.device({str(dev)!r})"}
+                     "output_dir": f"{work}/eval", "n_train": n_train, "n_test": n_test, "image_size": image_size,
+                     "batch_size": batch_size, "lr": float(lr), "seed": seed, "device": f"$torch.device({str(dev)!r})"}
+        if epochs != config["max_epochs"]:
+            overrides["max_epochs"] = epochs
         check_override_keys(list(overrides), files, what="set by demo")
         print(f"training the HAM10000 bundle's quick STD run (mel vs nv, {image_size}x{image_size}) for {epochs} "
               f"epoch(s) on {dev}", flush=True)
@@ -712,6 +834,17 @@ def parse_command_line(command: str, args: Sequence[str]) -> tuple[list[Any], di
     return positional, kwargs
 
 
+def _flag_scope(command: str, name: str) -> str:
+    """`` [bundle only]``, `` [network only]`` or `` [bundle: <its keys>]`` for a ``robustness`` flag."""
+    if command != "robustness":
+        return ""
+    if name in BUNDLE_ONLY_FLAGS:
+        return " [bundle only]"
+    if name in NETWORK_FLAGS:
+        return " [network only]"
+    return f" [bundle: {' / '.join(BUNDLE_KEYS[name])}]" if name in BUNDLE_KEYS else ""
+
+
 def _usage(command: str | None = None) -> str:
     if command is None:
         lines = [f"  {name:<11} {summary}" for name, summary in SUMMARIES.items()]
@@ -728,7 +861,7 @@ def _usage(command: str | None = None) -> str:
             head.append(f"--{p.name} {p.name.upper()}")
             flags.append(f"  --{p.name:<16} (required)")
         else:
-            flags.append(f"  --{p.name:<16} (default: {p.default!r})")
+            flags.append(f"  --{p.name:<16} (default: {p.default!r}){_flag_scope(command, p.name)}")
     if any(p.default is not p.empty for p in params):
         head.append("[--flag value ...]")
     return "\n".join([" ".join(head), "", inspect.getdoc(fn) or "", ""] + (["flags:", *flags] if flags else []))

@@ -292,11 +292,37 @@ def check_overrides(argv: list[str] | None = None, config_file: Any = None) -> N
     check_override_keys([k for k in overrides if k not in _RUN_ARGS], config_file_list(files))
 
 
+#: keys MONAI reads from a ``_target_`` component itself (not constructor arguments)
+_COMPONENT_KEYS = ("_target_", "_disabled_", "_desc_", "_requires_", "_mode_")
+
+
+def _target_parameters(component: Mapping) -> list[str] | None:
+    """The keyword arguments the ``_target_`` of a config ``component`` takes (its constructor's or function's
+    parameters, found as MONAI finds the target: a bare name among the imported MONAI modules, else the dotted
+    path), or None when any keyword is accepted (``**kwargs``) or the target cannot be located or inspected."""
+    import inspect
+    import pydoc
+
+    from monai.bundle.config_item import ComponentLocator, ConfigComponent
+
+    target = ConfigComponent(dict(component), locator=ComponentLocator()).resolve_module_name()
+    try:
+        obj = pydoc.locate(target) if isinstance(target, str) else target
+        params = inspect.signature(obj).parameters.values() if callable(obj) else None
+    except (pydoc.ErrorDuringImport, TypeError, ValueError):  # an import error, a builtin without a signature
+        params = None
+    if params is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def check_override_keys(keys: Sequence[str], config_file: Any, what: str = "override --{key}") -> None:
     """Raise ``ValueError`` naming the first of ``keys`` that is no id of the merged ``config_file`` (a path or a
     list of paths), with the closest ids. Nested ids (``train#trainer#max_epochs``) must exist down to their last
-    part's parent; the last part may be new only where the parent is a ``_target_`` component (an extra
-    constructor argument). ``what`` says where the key came from (``{key}`` is filled in)."""
+    part's parent; the last part must exist too, except where the parent is a ``_target_`` component and the part
+    is a keyword argument its target takes (``iteration_update#temperature``: a constructor argument not written
+    in the config; any name when the target takes ``**kwargs``). ``what`` says where the key came from (``{key}``
+    is filled in)."""
     import difflib
 
     from monai.bundle import ConfigParser
@@ -309,20 +335,23 @@ def check_override_keys(keys: Sequence[str], config_file: Any, what: str = "over
         node: Any = config
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
+            component = last and depth > 0 and isinstance(node, dict) and "_target_" in node
+            params = _target_parameters(node) if component else []
             if isinstance(node, dict) and part in node:
                 node = node[part]
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
-            elif last and depth > 0 and isinstance(node, dict) and "_target_" in node:
-                break  # an extra argument of a component
+            elif component and (params is None or part in params or part in _COMPONENT_KEYS):
+                break  # an argument of the component that the config does not write
             else:
                 where = "#".join(parts[:depth]) or "the top level"
-                options = [str(k) for k in node] if isinstance(node, dict) else known
-                close = difflib.get_close_matches(part, options, n=3)
+                options = [str(k) for k in node] + (params or []) if isinstance(node, dict) else known
+                close = list(dict.fromkeys(difflib.get_close_matches(part, options, n=6)))[:3]
                 hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                target = f" (a {node['_target_']} component)" if component else ""
                 raise ValueError(
-                    f"unknown config key {key!r} ({what.format(key=key)}): {part!r} is not an id at {where} of "
-                    f"{[str(f) for f in files]}{hint}"
+                    f"unknown config key {key!r} ({what.format(key=key)}): {part!r} is not an id at {where}{target} "
+                    f"of {[str(f) for f in files]}{hint}"
                 )
 
 

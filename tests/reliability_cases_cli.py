@@ -531,3 +531,46 @@ def _(ctx):
       r"holds entries that are not part of a previous report")
 def _(ctx):
     return _upfront(_cli(*_bundle_robustness(ctx, output_dir=str(ctx.tmp / "out"))))
+
+
+@case("cli-bundle-network-flag-refused-runs-nothing", CLIFailed, r"^exit 2: error: --network does not apply with "
+      r"--bundle \(the bundle's configs define it\)$")
+def _(ctx):  # it replaced the bundle's network object by the string 'unet', then failed with a traceback
+    return _upfront(_cli(*_bundle_robustness(ctx, "--network", "unet")))
+
+
+@case("cli-bundle-task-flag-refused-runs-nothing", CLIFailed, r"^exit 2: error: --task does not apply with --bundle "
+      r"\(the bundle's configs define it\)$")
+def _(ctx):  # it said "unknown config key 'task'"
+    return _upfront(_cli(*_bundle_robustness(ctx, "--task", "segmentation")))
+
+
+# ---------------------------------------------------------------------------------------------- --attacks files
+@case("cli-attacks-file-old-spec-list-runs-nothing", CLIFailed, r"^exit 2: error: attack config '.*suite\.json' "
+      r"holds a list of \{'name': \.\.\.\} specs, a form that is removed; write a \{label: \{'_target_': "
+      r"'monai_dpaat\.attacks\.<Class>'")
+def _(ctx):
+    suite = _json(ctx.tmp / "suite.json", [{"name": "pgd", "steps": 3}])
+    return _upfront(_cli(*_robustness(ctx, attacks=suite)))
+
+
+@case("cli-attacks-file-bad-keyword-runs-nothing", CLIFailed, r"^exit 2: error: attack config '.*suite\.json': "
+      r"attack 'P' \(PGD\) takes no keyword 'stepz'; its keywords: eps, alpha, steps")
+def _(ctx):
+    suite = _json(ctx.tmp / "suite.json", {"P": {"_target_": "monai_dpaat.attacks.PGD", "stepz": 3}})
+    return _upfront(_cli(*_robustness(ctx, attacks=suite)))
+
+
+@case("cli-attacks-file-foreign-target-runs-nothing", CLIFailed, r"^exit 2: error: attack config '.*suite\.json': "
+      r"attack 'P' has _target_ 'os\.system'; an attacks file builds only the attack classes of "
+      r"monai_dpaat\.attacks .*--trust_config")
+def _(ctx):
+    suite = _json(ctx.tmp / "suite.json", {"P": {"_target_": "os.system", "command": f"touch '{_marker(ctx)}'"}})
+    return _upfront(_cli(*_robustness(ctx, attacks=suite))), _no_marker(ctx)
+
+
+@case("cli-attacks-file-dollar-expression-runs-nothing", CLIFailed, r"^exit 2: error: attack config '.*suite\.json' "
+      r"key 'P#steps' holds a '\$' expression.*--trust_config")
+def _(ctx):
+    suite = _json(ctx.tmp / "suite.json", {"P": {"_target_": "monai_dpaat.attacks.PGD", "steps": _touch(ctx)}})
+    return _upfront(_cli(*_robustness(ctx, attacks=suite))), _no_marker(ctx)

@@ -1,12 +1,17 @@
 """Bad-input rows for attack and training budgets (run by ``test_reliability.py``): an epsilon or step size that
 is negative, not finite, or larger than the data's value range fails with the parameter and the range named,
-before any gradient work or optimizer step, and a bundle run with a huge ``epsilon`` trains and saves nothing."""
+before any gradient work or optimizer step, and a bundle run with a huge ``epsilon`` trains and saves nothing.
+Misspelled override keys (a component argument its ``_target_`` does not take; a key of ``overrides/*.json`` composed
+onto another bundle) and an ``--adversarial_method`` without its method file are refused before any training."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
-from reliability_table import BUNDLE_CONFIGS, _assert_same_state, _bundle_copy, _bundle_run, _small_cnn, _state, case
+from reliability_table import (BUNDLE, BUNDLE_CONFIGS, _assert_same_state, _bundle_copy, _bundle_run, _small_cnn,
+                               _state, case)
 
 
 def _classification_batch(n: int = 2):
@@ -168,3 +173,57 @@ def _(ctx):
     # nothing to run: the check must come from 'initialize', before any data is read or training starts
     return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
                        "--dataset_dir", str(ctx.tmp / "no_data_needed"), "--epsilon", "1e6", "--run", "[]")
+
+
+@case("bundle-misspelled-component-argument", RuntimeError, r"unknown config key 'iteration_update#eps_maxx' "
+      r"\(override --iteration_update#eps_maxx\): 'eps_maxx' is not an id at iteration_update \(a "
+      r"monai_dpaat\.training\.DPAATIteration component\).*did you mean 'eps_max'")
+def _(ctx):
+    root = _bundle_copy(ctx)
+    # DPAATIteration.__init__ would get eps_maxx=0.1 (a TypeError traceback); refused in 'initialize' instead
+    return _bundle_run(root, "--config_file", BUNDLE_CONFIGS, "--bundle_root", str(root),
+                       "--dataset_dir", str(ctx.tmp / "no_data_needed"), "--iteration_update#eps_maxx", "0.1",
+                       "--run", "[]")
+
+
+# ---------------------------------------------------------------------------------------------- override files
+OVERRIDES = BUNDLE.parents[0] / "overrides"
+#: a Model Zoo style bundle that knows nothing of monai_dpaat (no error hook, no override check of its own)
+FOREIGN_BUNDLE = {
+    "device": "$torch.device('cpu')",
+    "network_def": {"_target_": "Classifier", "in_shape": [3, 16, 16], "classes": 2, "channels": [4], "strides": [2]},
+    "network": "$@network_def.to(@device)",
+    "train": {
+        "dataset": {"_target_": "Dataset", "data": []},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 2},
+        "trainer": {"_target_": "SupervisedTrainer", "max_epochs": 1, "device": "@device",
+                    "train_data_loader": "@train#dataloader", "network": "@network",
+                    "loss_function": "$torch.nn.CrossEntropyLoss()",
+                    "optimizer": "$torch.optim.Adam(@network.parameters())"},
+    },
+    "run": ["$@train#trainer.run()"],
+}
+
+
+def _foreign_run(ctx, *argv: str):
+    """``monai.bundle run`` of :data:`FOREIGN_BUNDLE` with ``adversarial_train.json`` composed onto it."""
+    root = ctx.tmp / "their_bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "train.json").write_text(json.dumps(FOREIGN_BUNDLE))
+    files = [str(root / "configs" / "train.json"), str(OVERRIDES / "adversarial_train.json")]
+    return _bundle_run(root, "--config_file", repr(files), *argv)
+
+
+@case("override-method-without-its-file", RuntimeError, r"method 'dpaat' does not match the iteration_update "
+      r"ATIteration \(method 'at'\): a --adversarial_method override does not change the training method; compose "
+      r"bundles/overrides/methods/dpaat\.json instead .*--config_file \"\['<their>/configs/train\.json',"
+      r"'bundles/overrides/adversarial_train\.json','bundles/overrides/methods/dpaat\.json'\]\"")
+def _(ctx):
+    return _foreign_run(ctx, "--adversarial_method", "dpaat")
+
+
+@case("override-misspelled-key", RuntimeError, r"unknown config key 'adversarial_epss' \(override --adversarial_epss\)"
+      r".*did you mean 'adversarial_eps'")
+def _(ctx):
+    # without the check the run trains with the default budget and exits 0
+    return _foreign_run(ctx, "--adversarial_epss", "0.1")

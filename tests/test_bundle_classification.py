@@ -206,6 +206,40 @@ PLAIN_BUNDLE = {
 }
 
 
+def test_robustness_max_samples_takes_every_class(data_dir):
+    """The test list is sorted by class: its first 20 images were all 'mel'; the limit takes the classes in turn."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ("train.json", "quick.json", "robustness.json")])
+    parser.update({"dataset_dir": str(data_dir / "ham10000"), "bundle_root": str(BUNDLE), "robustness_max_samples": 20})
+    labels = [item["label"] for item in parser.get_parsed_content("robustness#dataset#data")]
+    assert len(labels) == 20 and labels.count(0) == labels.count(1) == 10, labels
+    assert parser.get_parsed_content("attack_value_range") == [0.0, 1.0]
+    attacks = parser.get_parsed_content("robustness_attacks")
+    assert all(tuple(a.value_range) == (0.0, 1.0) for a in attacks.values()), attacks
+
+
+def test_check_overrides_takes_component_arguments_and_refuses_misspelled_ones():
+    """A nested override's last key may be an argument the component's ``_target_`` takes, written in the config
+    or not (``temperature``); a name the target does not take is refused before it reaches the constructor."""
+    from monai_dpaat.utils import check_overrides
+
+    base = ["run", "--config_file", f"['{BUNDLE}/configs/train.json','{BUNDLE}/configs/quick.json']"]
+    check_overrides(base + ["--iteration_update#eps_max", "0.1"])  # written in train.json
+    check_overrides(base + ["--iteration_update#temperature", "2"])  # a DPAATIteration argument train.json omits
+    check_overrides(base + ["--train#trainer#epoch_length", "3"])  # a SupervisedTrainer argument (bare _target_)
+    check_overrides(base + ["--network_def#width", "8"])  # build_classifier takes **kwargs
+    with pytest.raises(ValueError, match=r"'eps_maxx' is not an id at iteration_update .*did you mean 'eps_max'"):
+        check_overrides(base + ["--iteration_update#eps_maxx", "0.1"])
+    with pytest.raises(ValueError, match=r"'amps' is not an id at train#trainer .*did you mean 'amp'"):
+        check_overrides(base + ["--train#trainer#amps", "true"])
+    overrides = [str(REPO / "bundles" / "ham10000_dpaat_classification" / "configs" / "train.json"),
+                 str(OVERRIDES / "adversarial_train.json")]
+    with pytest.raises(ValueError, match=r"'adversarial_epss' .*did you mean 'adversarial_eps'"):
+        check_overrides(["run", "--config_file", repr(overrides), "--adversarial_epss", "0.1"])
+
+
 @pytest.mark.parametrize("override", ["dpaat_train", "adversarial_train"])
 def test_override_adds_adversarial_training_to_a_plain_monai_bundle(tmp_path, data_dir, override):
     from monai.bundle import ConfigWorkflow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_dpaat.cli import main
+from monai_dpaat.cli import CLIError, main
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -196,13 +196,15 @@ def test_attack_suite_from_a_yaml_config(tmp_path, capsys):
     from monai_dpaat.cli import _parse_attacks
     from monai_dpaat.evaluation import build_suite
 
-    (tmp_path / "suite.yaml").write_text("attacks:\n  - {name: fgsm, eps: 0.01}\n  - {name: pgd, label: PGD-5, steps: 5}\n")
+    (tmp_path / "suite.yaml").write_text("FGSM: {_target_: monai_dpaat.attacks.FGSM, eps: 0.01}\n"
+                                         "PGD-5: {_target_: monai_dpaat.attacks.PGD, steps: 5}\n")
     suite = build_suite(_parse_attacks(str(tmp_path / "suite.yaml")))
     assert [e.label for e in suite] == ["FGSM", "PGD-5"]
     assert suite[0].attack.eps == 0.01 and suite[1].attack.steps == 5
     _fails(capsys, ["robustness", "--attacks", str(tmp_path / "missing.yaml")], "missing.yaml' does not exist")
     (tmp_path / "bad.json").write_text('{"attacks": "pgd"}')
-    _fails(capsys, ["robustness", "--attacks", str(tmp_path / "bad.json")], "must hold a list")
+    _fails(capsys, ["robustness", "--attacks", str(tmp_path / "bad.json")],
+           "attack 'attacks' must be a {'_target_': 'monai_dpaat.attacks.<Class>', ...} config, got 'pgd'")
 
 
 # --------------------------------------------------------------------------- the command line is checked first
@@ -464,7 +466,7 @@ def test_bundle_command_line_takes_extra_configs_and_overrides():
 def test_attack_names_with_step_counts_become_target_configs():
     from monai_dpaat.cli import CLIError, _parse_attacks, attack_configs
 
-    assert attack_configs("fgsm,20-pgd,bim") == {
+    assert attack_configs("fgsm,20-pgd,bim", alpha=None) == {  # alpha=None: the classes' default step size
         "FGSM": {"_target_": "monai_dpaat.attacks.FGSM", "eps": "@robustness_eps"},
         "20-PGD": {"_target_": "monai_dpaat.attacks.PGD", "steps": 20, "eps": "@robustness_eps"},
         "BIM": {"_target_": "monai_dpaat.attacks.IFGSM", "eps": "@robustness_eps"}}
@@ -520,3 +522,109 @@ def test_flag_checks_live_in_the_library(tmp_path):
     with pytest.raises(TypeError):
         check_gradcam_args(models={}, data_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_named_multi_step_attacks_step_at_eps_over_4_in_the_bundles_value_range():
+    """As the presets: 20-PGD at --eps 4/255 steps 1/255, not the class default 2/255; ``value_range`` is the
+    bundle's ``attack_value_range`` when it has one."""
+    from monai.bundle import ConfigParser
+
+    from monai_dpaat.cli import attack_configs
+    from monai_dpaat.evaluation.presets import preset
+
+    configs = attack_configs("fgsm,20-pgd,gn", value_range="@attack_value_range")
+    assert configs["FGSM"] == {"_target_": "monai_dpaat.attacks.FGSM", "eps": "@robustness_eps",
+                               "value_range": "@attack_value_range"}  # single step: no alpha
+    assert configs["20-PGD"] == {"_target_": "monai_dpaat.attacks.PGD", "steps": 20, "eps": "@robustness_eps",
+                                 "alpha": "$@robustness_eps / 4", "value_range": "@attack_value_range"}
+    assert "alpha" not in configs["GN"]
+    parser = ConfigParser({"robustness_eps": "$4/255", "attack_value_range": [0.0, 1.0], **configs})
+    pgd = parser.get_parsed_content("20-PGD")
+    assert pgd.alpha == pytest.approx(1 / 255) == pytest.approx(preset("dpaat-table", eps=4 / 255)["20-PGD"].alpha)
+    assert "value_range" not in attack_configs("20-pgd")["20-PGD"]  # None: the class default
+
+
+def _tiny_bundle(tmp_path, checkpoint, **extra) -> Path:
+    """A bundle whose configs hold only what ``robustness --bundle`` reads before it runs the bundle."""
+    bundle = tmp_path / "tiny"
+    (bundle / "configs").mkdir(parents=True, exist_ok=True)
+    train = {"bundle_root": ".", "device": "cpu", "network": "$torch.nn.Identity()", "image_size": 16, **extra}
+    robustness = {"robustness_preset": "dpaat-table", "robustness_eps": "$8/255", "robustness_eps_sweep": [],
+                  "robustness_attacks": None, "robustness_max_samples": None, "model_name": "model",
+                  "robustness_dir": str(tmp_path / "out"), "model_path": str(checkpoint)}
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    (bundle / "configs" / "robustness.json").write_text(json.dumps(robustness))
+    return bundle
+
+
+def test_bundle_attacks_get_the_bundles_value_range_when_it_has_one(tmp_path, small_cnn_checkpoint, monkeypatch):
+    import monai_dpaat.cli as cli
+
+    runs = []
+    monkeypatch.setattr(cli, "run_bundle", lambda files, overrides: runs.append(overrides))
+    for extra, value_range in (({"attack_value_range": [0.0, 1.0]}, "@attack_value_range"), ({}, None)):
+        bundle = _tiny_bundle(tmp_path, small_cnn_checkpoint, **extra)
+        assert main(["robustness", "--bundle", str(bundle), "--attacks", "fgsm,20-pgd", "--eps", "4/255"]) == 0
+        attacks = runs[-1]["robustness_attacks"]
+        assert attacks["20-PGD"]["alpha"] == "$@robustness_eps / 4" and runs[-1]["robustness_eps"] == 4 / 255
+        assert attacks["20-PGD"].get("value_range") == value_range
+    # an attacks file is the bundle's own config (trusted like it): passed as robustness_attacks, given the defaults
+    suite = {"P": {"_target_": "monai_dpaat.attacks.PGD", "steps": 3}}
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    assert main(["robustness", "--bundle", str(bundle), "--attacks", str(tmp_path / "suite.json")]) == 0
+    assert runs[-1]["robustness_attacks"] == {"P": {**suite["P"], "eps": "@robustness_eps",
+                                                    "alpha": "$@robustness_eps / 4"}}
+
+
+def test_network_flags_are_refused_with_a_bundle(capsys, tmp_path, small_cnn_checkpoint, monkeypatch):
+    """``--network unet`` replaced the bundle's network object by a string (a traceback followed); ``--task``
+    was an unknown config key. A flag the bundle defines as a plain value is an override of it."""
+    import monai_dpaat.cli as cli
+
+    runs = []
+    monkeypatch.setattr(cli, "run_bundle", lambda files, overrides: runs.append(overrides))
+    bundle = _tiny_bundle(tmp_path, small_cnn_checkpoint)
+    base = ["robustness", "--bundle", str(bundle)]
+    for flag, value in (("network", "unet"), ("network", "resnet34"), ("task", "segmentation"), ("data", "."),
+                        ("datalist", "d.json"), ("split", "val"), ("num_classes", "3"), ("roi_size", "96"),
+                        ("trust_config", "True")):
+        err = _fails(capsys, base + [f"--{flag}", value], f"--{flag} does not apply with --bundle (the bundle's "
+                                                           "configs define it)")
+        assert err.count("\n") == 1
+    assert not runs
+    assert main(base + ["--image_size", "32"]) == 0 and runs[-1]["image_size"] == 32  # the bundle's plain value
+    with pytest.raises(CLIError, match="--network does not apply with --bundle"):  # the Python API alike
+        cli.robustness(bundle=str(bundle), network="unet")
+    main(["robustness", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--bundle           (default: None) [bundle only]" in help_text
+    assert "--network          (default: None) [network only]" in help_text
+    assert "--limit            (default: None) [bundle: robustness_max_samples]" in help_text
+
+
+def test_attacks_files_hold_target_configs_checked_unless_trusted(capsys, tmp_path):
+    from monai_dpaat.attacks import PGD
+    from monai_dpaat.cli import _parse_attacks
+
+    (tmp_path / "suite.json").write_text(json.dumps({"P": {"_target_": "monai_dpaat.attacks.PGD", "steps": 3}}))
+    built = _parse_attacks(str(tmp_path / "suite.json"))
+    assert isinstance(built["P"], PGD) and built["P"].steps == 3
+    (tmp_path / "old.json").write_text(json.dumps({"attacks": [{"name": "pgd", "steps": 3}]}))
+    _fails(capsys, ["robustness", "--attacks", str(tmp_path / "old.json")],
+           "holds a list of {'name': ...} specs, a form that is removed; write a {label: {'_target_': "
+           "'monai_dpaat.attacks.<Class>', ...keyword arguments}} mapping")
+    (tmp_path / "typo.json").write_text(json.dumps({"P": {"_target_": "monai_dpaat.attacks.PGD", "stepz": 3}}))
+    err = _fails(capsys, ["robustness", "--attacks", str(tmp_path / "typo.json")],
+                 "attack 'P' (PGD) takes no keyword 'stepz'")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    (tmp_path / "loss.json").write_text(json.dumps({"P": {"_target_": "monai_dpaat.attacks.PGD", "steps": 2,
+                                                          "loss_function": {"_target_": "torch.nn.MSELoss"}}}))
+    assert type(_parse_attacks(str(tmp_path / "loss.json"))["P"].loss_function).__name__ == "MSELoss"
+    code = {"P": {"_target_": "monai_dpaat.attacks.PGD", "steps": "$1 + 1"}}
+    (tmp_path / "code.json").write_text(json.dumps(code))
+    with pytest.raises(CLIError, match=r"key 'P#steps' holds a '\$' expression"):
+        _parse_attacks(str(tmp_path / "code.json"))
+    assert _parse_attacks(str(tmp_path / "code.json"), trust_config=True)["P"].steps == 2
+    (tmp_path / "value.json").write_text(json.dumps({"P": {"_target_": "monai_dpaat.attacks.PGD", "eps": -1}}))
+    err = _fails(capsys, ["robustness", "--attacks", str(tmp_path / "value.json")], "attack 'P' (")
+    assert err.count("\n") == 1

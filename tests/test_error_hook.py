@@ -54,3 +54,26 @@ def test_bundle_run_prints_one_line_and_exits_1(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no_such_folder" in last, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_override_on_a_bundle_without_the_hook_prints_one_line_and_exits_1(tmp_path):
+    """``overrides/adversarial_train.json`` installs the hook itself: a Model Zoo bundle does not."""
+    import json
+
+    their = tmp_path / "configs" / "train.json"
+    their.parent.mkdir()
+    their.write_text(json.dumps({
+        "network": {"_target_": "Classifier", "in_shape": [3, 16, 16], "classes": 2, "channels": [4], "strides": [2]},
+        "train": {"dataset": {"_target_": "Dataset", "data": []}, "dataloader": {"_target_": "DataLoader",
+                  "dataset": "@train#dataset"}, "trainer": {"_target_": "SupervisedTrainer"}},
+        "run": ["$@train#trainer.run()"]}))
+    files = repr([str(their), "bundles/overrides/adversarial_train.json"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--adversarial_method", "dpaat"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: method 'dpaat' does not match") and "--adversarial_method" in last, last
+    assert "'bundles/overrides/adversarial_train.json','bundles/overrides/methods/dpaat.json'" in last, last

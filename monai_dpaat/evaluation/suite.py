@@ -105,8 +105,9 @@ def _labelled_attacks(attacks: Any, eps: float | None) -> list[tuple[str, Attack
     for label, attack in pairs:
         if not isinstance(attack, Attack):
             where = f"attacks[{label!r}]" if label is not None else "every entry of the attack list"
-            raise ValueError(f"{where} must be an Attack (e.g. build_attack('pgd', steps=20) or a "
-                             f"{{'_target_': 'monai_dpaat.attacks.PGD', ...}} config), got {attack!r}")
+            raise ValueError(f"{where} must be an Attack, got {attack!r}: in Python pass Attack objects (e.g. "
+                             "build_attack('pgd', steps=20)); in a bundle config write a {'_target_': "
+                             "'monai_dpaat.attacks.PGD', ...} object (MONAI instantiates it)")
     if not pairs:
         raise ValueError(f"the attack suite is empty; attacks must be {SUITE_FORMS}")
     return [(label if label is not None else _default_label(attack), attack if eps is None else attack.with_eps(eps))

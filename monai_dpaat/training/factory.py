@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .amat import AMATIteration
@@ -61,19 +62,26 @@ def method_name(iteration: Any) -> str:
     return getattr(iteration, "method", "") or type(iteration).__name__
 
 
-def check_method(method: str, iteration_update: Any, methods_dir: str = "configs/methods") -> None:
+def check_method(method: str, iteration_update: Any, methods_dir: str = "configs/methods", key: str = "method",
+                 base: Sequence[str] = ("configs/train.json",)) -> None:
     """Raise ``ValueError`` when a bundle's ``method`` (the name its labels use) does not name its
     ``iteration_update``. A bundle selects its method by composing ``<methods_dir>/<name>.json``, which sets both
-    keys; a ``--method`` override alone would only rename the run (the trainer would still run the default).
+    keys; a ``--<key>`` override alone would only rename the run (the trainer would still run the default).
 
-    Meant for a bundle's ``"initialize"`` list: ``"$monai_dpaat.training.check_method(@method, @iteration_update)"``.
+    ``key`` is the id of ``method`` in the config (named in the message as its command-line override) and
+    ``base`` the config files the method file is composed after (the message's example ``--config_file`` list).
+
+    Meant for a bundle's ``"initialize"`` list: ``"$monai_dpaat.training.check_method(@method, @iteration_update)"``;
+    an override file for other bundles passes its own ``key``, ``methods_dir`` and ``base``.
     """
+    example = method if method in BUNDLE_METHODS else "at"
+    files = ",".join(f"'{f}'" for f in (*base, f"{methods_dir}/{example}.json"))
     how = (f"a bundle selects its training method by composing {methods_dir}/<name>.json, e.g. --config_file "
-           f"\"['configs/train.json','{methods_dir}/at.json']\"")
+           f"\"[{files}]\"")
     if method not in BUNDLE_METHODS:
         raise ValueError(f"unknown training method {method!r}; expected one of {list(BUNDLE_METHODS)} ({how})")
     actual = method_name(iteration_update)
     if actual != method:
         raise ValueError(f"method {method!r} does not match the iteration_update {type(iteration_update).__name__} "
-                         f"(method {actual!r}): a --method override does not change the training method; compose "
+                         f"(method {actual!r}): a --{key} override does not change the training method; compose "
                          f"{methods_dir}/{method}.json instead ({how})")
