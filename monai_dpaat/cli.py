@@ -178,70 +178,19 @@ def _name_spec(name: str) -> tuple[str, dict[str, Any]]:
     return text.upper(), {**config, **({"steps": int(match.group(1))} if match else {})}
 
 
-#: what an attacks file holds (written in its error messages)
-ATTACKS_FILE_FORM = ("a {label: {'_target_': 'monai_dpaat.attacks.<Class>', ...keyword arguments}} mapping, e.g. "
-                     "{'PGD-5': {'_target_': 'monai_dpaat.attacks.PGD', 'steps': 5}}")
-
-
-def _read_attacks_file(path: str) -> dict[str, dict[str, Any]]:
-    """The ``{label: _target_ config}`` mapping of an attacks file (JSON/YAML), its shape checked; the removed
-    list of ``{"name": ...}`` specs is refused with the form to write."""
-    if not Path(path).is_file():
-        raise CLIError(f"attack config file {path!r} does not exist")
-    data = _cli_error(read_config_file, path)
-    old = data.get("attacks") if isinstance(data, Mapping) and set(data) == {"attacks"} else data
-    if isinstance(old, list):
-        raise CLIError(f"attack config {path!r} holds a list of {{'name': ...}} specs, a form that is removed; "
-                       f"write {ATTACKS_FILE_FORM}")
-    if not isinstance(data, Mapping) or not data:
-        raise CLIError(f"attack config {path!r} must hold {ATTACKS_FILE_FORM}; got {type(data).__name__}")
-    for label, config in data.items():
-        if not (isinstance(config, Mapping) and isinstance(config.get("_target_"), str)):
-            raise CLIError(f"attack config {path!r}: attack {str(label)!r} must be a {{'_target_': "
-                           f"'monai_dpaat.attacks.<Class>', ...}} config, got {config!r}; the file holds "
-                           f"{ATTACKS_FILE_FORM}")
-    return {str(label): dict(config) for label, config in data.items()}
-
-
-def _attack_class(target: Any) -> type | None:
-    """The :class:`~monai_dpaat.attacks.Attack` class ``target`` names in :mod:`monai_dpaat.attacks`
-    (``"monai_dpaat.attacks.PGD"``), else None; nothing outside that package is imported."""
-    from monai_dpaat import attacks as A
-
-    module, _, name = str(target).rpartition(".")
-    obj = getattr(A, name, None) if module == A.__name__ else None
-    return obj if isinstance(obj, type) and issubclass(obj, A.Attack) else None
-
-
-def _check_attack_config(label: str, config: Mapping[str, Any], source: str) -> None:
-    """An attacks file's entry is safe to build without ``--trust_config``: its ``_target_`` is an attack class of
-    :mod:`monai_dpaat.attacks`, its keywords are that class's, and its values pass
-    :func:`~monai_dpaat.utils.check_config_is_safe` (no ``$`` / ``%``, only network ``_target_``s such as a loss)."""
-    cls = _attack_class(config["_target_"])
-    if cls is None:
-        raise CLIError(f"attack config {source!r}: attack {label!r} has _target_ {config['_target_']!r}; an attacks "
-                       "file builds only the attack classes of monai_dpaat.attacks (monai_dpaat.attacks.<Class>) "
-                       "unless --trust_config")
-    params = inspect.signature(cls).parameters
-    unknown = [k for k in config if k != "_target_" and k not in params]
-    if unknown:
-        raise CLIError(f"attack config {source!r}: attack {label!r} ({cls.__name__}) takes no keyword "
-                       f"{unknown[0]!r}; its keywords: {', '.join(params)}")
-    arguments = {k: v for k, v in config.items() if k != "_target_"}  # the attack class itself is checked above
-    _cli_error(check_config_is_safe, arguments, source=source, what="attack config", prefix=f"{label}#")
-
-
 def _is_attacks_file(attacks: Any) -> bool:
     return isinstance(attacks, str) and attacks.lower().endswith((".json", ".yaml", ".yml"))
 
 
 def _attack_specs(attacks: Any) -> str | dict[str, dict[str, Any]]:
     """``--attacks`` as a preset name, or ``{label: _target_ config}`` from attack names (``fgsm,20-pgd``) or from
-    a JSON/YAML file holding such a mapping (:data:`ATTACKS_FILE_FORM`; read, not built)."""
+    a JSON/YAML file holding such a mapping (:data:`~monai_dpaat.attacks.configs.ATTACKS_FILE_FORM`; not built)."""
     from monai_dpaat.evaluation.presets import PRESETS
 
     if _is_attacks_file(attacks):
-        return _read_attacks_file(attacks)
+        from monai_dpaat.attacks.configs import read_attack_configs
+
+        return _cli_error(read_attack_configs, attacks)
     names = _as_list(attacks)
     presets = [n.lower().replace("_", "-") for n in names if n.lower().replace("_", "-") in PRESETS]
     if presets and len(names) == 1:
@@ -249,14 +198,6 @@ def _attack_specs(attacks: Any) -> str | dict[str, dict[str, Any]]:
     if presets or not names:
         raise CLIError(f"--attacks must be one preset ({', '.join(PRESETS)}) or attack names, got {attacks!r}")
     return unique_keys(_name_spec(n) for n in names)
-
-
-def _with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with each of ``defaults`` its attack class takes and the config does not give (all of them
-    but ``alpha`` / ``value_range`` when the class is not one of :mod:`monai_dpaat.attacks`)."""
-    cls = _attack_class(config.get("_target_"))
-    takes = inspect.signature(cls).parameters if cls is not None else {"eps": None}
-    return {**config, **{k: v for k, v in defaults.items() if v is not None and k in takes and k not in config}}
 
 
 def attack_configs(attacks: Any, eps: Any = "@robustness_eps", alpha: Any = "$@robustness_eps / 4",
@@ -271,30 +212,23 @@ def attack_configs(attacks: Any, eps: Any = "@robustness_eps", alpha: Any = "$@r
     if isinstance(specs, str):
         return specs
     defaults = {"eps": eps, "alpha": alpha, "value_range": value_range}
-    return {label: _with_defaults(config, defaults) for label, config in specs.items()}
+    from monai_dpaat.attacks.configs import with_attack_defaults
+
+    return {label: with_attack_defaults(config, defaults) for label, config in specs.items()}
 
 
 def _parse_attacks(attacks: Any, trust_config: bool = False, value_range: Any = None) -> str | dict[str, Any]:
     """``--attacks`` for the Python API: a preset name, or ``{label: Attack}`` built by MONAI's ``ConfigParser``
-    (at the attacks' own budgets, step size eps/4; the evaluator's ``eps`` sets another and keeps the ratio). An
-    attacks file is checked by :func:`_check_attack_config` first unless ``trust_config``. ``value_range`` (None:
-    the classes' default) is given to every attack that does not set its own; a preset stays a name (its attacks
-    at the evaluator's defaults: GN keeps its unclipped noise)."""
-    from monai.bundle import ConfigParser
-
+    (:func:`~monai_dpaat.attacks.configs.build_attack_configs`; an attacks file is checked first unless
+    ``trust_config``). ``value_range`` (None: the classes' default) goes to every attack that does not set its own;
+    a preset stays a name (its attacks at the evaluator's defaults: GN keeps its unclipped noise)."""
     specs = _attack_specs(attacks)
     if isinstance(specs, str):
         return specs
-    built = {}
-    for label, config in specs.items():
-        if _is_attacks_file(attacks) and not trust_config:
-            _check_attack_config(label, config, str(attacks))
-        config = _with_defaults(config, {"value_range": value_range})
-        try:
-            built[label] = ConfigParser(config).get_parsed_content()
-        except Exception as err:  # a bad value (eps < 0...): one line naming the attack
-            raise CLIError(f"attack {label!r} ({config}) cannot be built: {user_error_of(err) or err}") from None
-    return built
+    from monai_dpaat.attacks.configs import build_attack_configs
+
+    source = None if trust_config or not _is_attacks_file(attacks) else str(attacks)
+    return _cli_error(build_attack_configs, specs, source=source, value_range=value_range)
 
 
 # ---------------------------------------------------------------------------------------------- networks

@@ -52,7 +52,9 @@ def _imports(path: Path) -> list[tuple[str, int]]:
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            if name.startswith("monai_dpaat"):
+            if name == "monai_dpaat":  # "from monai_dpaat import attacks": the named subpackages
+                out += [(f"{name}.{alias.name}", node.lineno) for alias in node.names]
+            elif name.startswith("monai_dpaat"):
                 out.append((name, node.lineno))
     return out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = {"monai_dpaat", "helpers", "conftest", "reliability_table"}
+LOCAL = {"monai_dpaat"} | {p.stem for p in (REPO / "tests").glob("*.py")}  # the package and the tests' own modules
 CONFIG_IMPORT = re.compile(r"^\$\s*(?:import|from)\s+([A-Za-z_][\w]*)")
 
 
