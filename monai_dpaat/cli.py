@@ -49,7 +49,7 @@ from monai_dpaat.utils import (UnsafeConfigError, build_network_config, bundle_c
                                read_config_file, read_network_config, run_bundle, unique_keys)
 
 __all__ = ["CLIError", "UnsafeConfigError", "robustness", "robustness_bundle", "demo", "gradcam", "combine",
-           "presets", "main", "COMMANDS", "BUNDLE_KEYS",
+           "presets", "overrides", "main", "COMMANDS", "BUNDLE_KEYS",
            "BUNDLE_ONLY_FLAGS", "NETWORK_FLAGS", "default_data_dir", "load_network", "attack_configs",
            "parse_eps_list", "parse_command_line", "check_output_dir", "check_config_is_safe"]
 
@@ -686,12 +686,41 @@ def presets() -> None:
             print(f"  {label:<12} {config['name']:<12} {args}")
 
 
-COMMANDS = {"robustness": robustness, "demo": demo, "gradcam": gradcam, "combine": combine, "presets": presets}
+def overrides(*method: str, bundle: str | None = None, robust_validation: bool = True) -> None:
+    """Print the installed override files that add a training method (default AT) and robust validation to any
+    MONAI bundle, the ``--config_file`` list and the ready ``python -m monai.bundle run`` command (with
+    ``--bundle_root``, so it runs from any folder).
+
+    Args:
+        method: the training method: at, sat, amat, dpaat, d-a or d-b (default at).
+        bundle: the bundle's folder (holding configs/train.json); default: a ``<their bundle>`` placeholder.
+        robust_validation: also compose ``robust_validation.json``.
+    """
+    from monai_dpaat import bundle_overrides
+
+    if len(method) > 1:
+        raise CLIError(f"overrides: give one method, got {list(method)}")
+    name = str(method[0]) if method else "at"
+    if name not in bundle_overrides.METHODS:
+        raise CLIError(f"overrides: unknown method {name!r}; expected one of {list(bundle_overrides.METHODS)}")
+    if bundle is not None and not (Path(str(bundle)) / "configs" / "train.json").is_file():
+        raise CLIError(f"overrides: --bundle {str(bundle)!r} has no configs/train.json")
+    files = bundle_overrides.config_files(name, robust_validation=_bool_arg("--robust_validation", robust_validation))
+    root = None if bundle is None else str(bundle)
+    for path in files:
+        print(path)
+    print(f"--config_file {bundle_overrides.shell_quote(bundle_overrides.config_file_list(files, root))}")
+    print(bundle_overrides.bundle_run_command(root, files))
+
+
+COMMANDS = {"robustness": robustness, "demo": demo, "gradcam": gradcam, "combine": combine, "presets": presets,
+            "overrides": overrides}
 SUMMARIES = {"robustness": "evaluate a model (a bundle's, or a network config's) under an attack suite",
              "demo": "train the HAM10000 bundle's quick STD run, evaluate it and write the report",
              "gradcam": "Grad-CAM grids comparing models on the same HAM10000 images",
              "combine": "merge report.json files into one table per metric",
-             "presets": "list the attack presets and their attacks"}
+             "presets": "list the attack presets and their attacks",
+             "overrides": "print the override files (and the monai.bundle command) adding DPAAT to any bundle"}
 
 
 # ---------------------------------------------------------------------------------------------- command line

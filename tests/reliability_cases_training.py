@@ -216,8 +216,8 @@ def _foreign_run(ctx, *argv: str):
 
 @case("override-method-without-its-file", RuntimeError, r"method 'dpaat' does not match the iteration_update "
       r"ATIteration \(method 'at'\): a --adversarial_method override does not change the training method; compose "
-      r"bundles/overrides/methods/dpaat\.json instead .*--config_file \"\['<their>/configs/train\.json',"
-      r"'bundles/overrides/adversarial_train\.json','bundles/overrides/methods/dpaat\.json'\]\"")
+      r"\S*monai_dpaat/bundle_overrides/methods/dpaat\.json instead .*--config_file \"\['<their>/configs/train\.json',"
+      r"'\S*monai_dpaat/bundle_overrides/adversarial_train\.json','\S*monai_dpaat/bundle_overrides/methods/dpaat\.json'\]\"")
 def _(ctx):
     return _foreign_run(ctx, "--adversarial_method", "dpaat")
 

@@ -628,3 +628,41 @@ def test_attacks_files_hold_target_configs_checked_unless_trusted(capsys, tmp_pa
     (tmp_path / "value.json").write_text(json.dumps({"P": {"_target_": "monai_dpaat.attacks.PGD", "eps": -1}}))
     err = _fails(capsys, ["robustness", "--attacks", str(tmp_path / "value.json")], "attack 'P' (")
     assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- overrides: the files for any bundle
+def test_overrides_prints_the_installed_files_and_a_command_that_runs_anywhere(capsys, tmp_path):
+    """``overrides [method]``: the installed override files (package data) in composition order, the
+    ``--config_file`` list and the ``monai.bundle run`` command, with ``--bundle_root`` and absolute paths."""
+    from monai.bundle import ConfigParser
+
+    from monai_dpaat import bundle_overrides
+
+    installed = bundle_overrides.OVERRIDES_DIR
+    assert main(["overrides"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [str(installed / "adversarial_train.json"), str(installed / "robust_validation.json")]
+    assert lines[-1].startswith("python -m monai.bundle run --config_file \"['<their bundle>/configs/train.json',")
+    assert '--bundle_root "<their bundle>"' in lines[-1]
+
+    bundle = tmp_path / "their_bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "train.json").write_text(json.dumps({"train": {"dataloader": {}, "trainer": {}}}))
+    assert main(["overrides", "dpaat", "--bundle", str(bundle), "--norobust_validation"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    files = [str(installed / "adversarial_train.json"), str(installed / "methods" / "dpaat.json")]
+    assert lines[:2] == files and len(lines) == 4
+    config_list = [str(bundle / "configs" / "train.json"), *files]
+    assert lines[2] == f'--config_file "{config_list!r}"'.replace("', '", "','")
+    assert f'--bundle_root "{bundle}"' in lines[3] and f'"{bundle}/configs/metadata.json"' in lines[3]
+    assert all(Path(f).is_file() for f in files)
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json")] + files)  # valid files, composed in that order
+    assert parser["adversarial_method"] == "dpaat"
+
+
+def test_overrides_refuses_an_unknown_method_or_a_folder_without_train_json(capsys, tmp_path):
+    _fails(capsys, ["overrides", "dpat"], "overrides: unknown method 'dpat'; expected one of ['at', 'sat', 'amat'")
+    _fails(capsys, ["overrides", "at", "sat"], "overrides: give one method")
+    _fails(capsys, ["overrides", "--bundle", str(tmp_path)], "has no configs/train.json")
+    _fails(capsys, ["overrides", "--bundel", str(tmp_path)], "did you mean --bundle?")

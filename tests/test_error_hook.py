@@ -76,4 +76,6 @@ def test_override_on_a_bundle_without_the_hook_prints_one_line_and_exits_1(tmp_p
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: method 'dpaat' does not match") and "--adversarial_method" in last, last
-    assert "'bundles/overrides/adversarial_train.json','bundles/overrides/methods/dpaat.json'" in last, last
+    from monai_dpaat.bundle_overrides import METHODS_DIR, override_path
+
+    assert f"'{override_path('adversarial_train')}','{METHODS_DIR / 'dpaat.json'}'" in last, last

@@ -6,7 +6,7 @@ Python, ``{"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 20}`
 JSON record, ``attack.with_eps(eps)`` a copy at another budget.
 """
 
-from .base import LARGE_BUDGET_FRACTION, Attack, LargeBudgetWarning, check_budget, default_loss, restore_model_state
+from .base import LARGE_BUDGET_FRACTION, Attack, LargeBudgetWarning, check_budget, default_loss, restore_model_state, with_eps_units
 from .fgsm import FGSM
 from .iterative import IFGSM, PGD
 from .momentum import DIFGSM, MIFGSM, NIFGSM, SIDIFGSM, SINIFGSM, TIFGSM, MomentumIterative
@@ -30,6 +30,7 @@ __all__ = [
     "Attack", "default_loss", "restore_model_state", "FGSM", "IFGSM", "PGD", "PGDL2", "MIFGSM", "NIFGSM",
     "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
     "build_attack", "canonical_name", "register_attack", "check_budget", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
+    "with_eps_units",
 ]
 
 # strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)

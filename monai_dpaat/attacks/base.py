@@ -22,6 +22,12 @@ before any gradient work), and one above :data:`LARGE_BUDGET_FRACTION` of it war
 (:class:`LargeBudgetWarning`). An L2 ``eps`` is a norm over the whole sample: its bound is the width times
 ``sqrt(elements per sample)``, the diameter of the value-range box, checked at the first call.
 
+Budget units (:attr:`Attack.eps_units`, set with :func:`with_eps_units`): ``"absolute"`` (default) takes
+``eps``/``alpha`` in the data's units; ``"range"`` takes them as fractions of each sample's intensity range,
+``max - min`` of the clean input, measured per sample at every call (z-scored images have no fixed range, so
+``8/255`` in absolute units is almost nothing there). The absolute values are logged once per attack on
+``logging.getLogger("monai_dpaat.attacks")`` (INFO).
+
 Subclasses implement :meth:`Attack.perturb`; they must not modify the clean ``x`` in place (it may share
 memory with the caller's images). The step loops build each step with in-place ops on fresh tensors and
 project with :meth:`Attack.project`, which keeps the per-step overhead below torchattacks'
@@ -33,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import logging
 import math
 import numbers
 import re
@@ -50,8 +57,14 @@ from monai_dpaat.conventions import plain_tensor
 
 __all__ = [
     "Attack", "default_loss", "as_per_sample", "restore_model_state", "resize_target", "check_budget",
-    "budget_bound", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
+    "budget_bound", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION", "EPS_UNITS", "with_eps_units", "intensity_range",
 ]
+
+#: where an attack in ``eps_units="range"`` logs its absolute budget (INFO, once per attack)
+logger = logging.getLogger("monai_dpaat.attacks")
+
+#: the units of ``eps``/``alpha``: the data's own, or a fraction of each sample's intensity range (max - min)
+EPS_UNITS = ("absolute", "range")
 
 ValueRange = tuple[float, float] | str | None
 
@@ -126,6 +139,13 @@ def as_per_sample(value: float | torch.Tensor, name: str, batch: torch.Tensor, a
     if not bool(ok.all()):  # one device sync
         raise _budget_error(name, t)
     return t.reshape(n, *([1] * (ndim - 1)))
+
+
+def _shown(value: Any) -> str:
+    """A budget for a log line: ``0.0313725`` or ``per-sample (N,)``."""
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        return f"per-sample {tuple(value.shape)}"
+    return f"{float(value):.6g}"
 
 
 def _check_budget(value: Any, name: str, allow_inf: bool = False, prefix: str = "") -> None:
@@ -272,6 +292,35 @@ def restore_model_state(network: torch.nn.Module, mode: str | None = "eval"):
                 b.copy_(saved)
 
 
+def intensity_range(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, ..., 1)`` intensity range ``max - min`` of every sample of ``x`` ``(N, C, *spatial)``."""
+    lo, hi = torch.aminmax(x.detach().reshape(x.shape[0], -1), dim=1)
+    return (hi - lo).reshape(x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def with_eps_units(attack: "Attack", units: str = "range") -> "Attack":
+    """A copy of ``attack`` whose ``eps``/``alpha`` (and any per-call ``eps``/``alpha``, e.g. a training method's
+    per-sample budgets) are in ``units``: ``"absolute"`` (the data's units) or ``"range"`` (a fraction of each
+    sample's intensity range ``max - min``, measured on the clean input at every call; the absolute values are
+    logged once). The budget is checked in its units: a ``"range"`` L-inf ``eps`` must be at most 1.
+
+    In a bundle config: ``{"_target_": "monai_dpaat.attacks.base.with_eps_units", "attack": {"_target_":
+    "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 7}, "units": "@adversarial_eps_units"}``.
+    """
+    if not isinstance(attack, Attack):
+        raise ValueError(f"with_eps_units needs an Attack, got {attack!r}")
+    if units not in EPS_UNITS:
+        raise ValueError(f"eps_units must be one of {EPS_UNITS}, got {units!r}")
+    new = copy.copy(attack)
+    new.eps_units = units
+    new._warned_large_budget = False
+    new._logged_units = False
+    if attack.bounded:
+        _check_budget(new.eps, "eps", prefix=f"{type(attack).__name__} (eps_units={units!r}): ")
+    new._budget_checked = new.check_budget(new.eps, "eps") if new.bounded else True
+    return new
+
+
 class Attack:
     """Base class: validation, model-state guard, loss and input gradient, projection and clamping.
 
@@ -303,6 +352,10 @@ class Attack:
     tasks: tuple[str, ...] = ("classification", "segmentation")
     #: whether ``loss_function`` is used (False for attacks whose loss is part of the method, e.g. APGD's DLR)
     accepts_loss_function = True
+    #: units of ``eps``/``alpha``: ``"absolute"`` or ``"range"`` (a fraction of each sample's max - min); set it
+    #: with :func:`with_eps_units`
+    eps_units: str = "absolute"
+    _logged_units = False
     #: the canonical name :func:`~monai_dpaat.attacks.register_attack` gave this very class (``"pgd"``,
     #: ``"i-fgsm"``, ``"gn"``); not inherited: an unregistered subclass is named by its class (see :meth:`config`)
     registered_name: str | None = None
@@ -346,12 +399,21 @@ class Attack:
         """Whether ``eps`` bounds the perturbation (False only for an attack without a budget, whose eps is inf)."""
         return True
 
+    @property
+    def budget_range(self) -> ValueRange:
+        """The value range budgets are checked against: :attr:`value_range` for absolute budgets, ``(0, 1)``
+        for ``eps_units="range"`` (a fraction of each sample's own range can not exceed the whole of it)."""
+        return (0.0, 1.0) if self.eps_units == "range" else self.value_range
+
     def check_budget(self, value: Any, name: str, x: torch.Tensor | None = None, note: str = "") -> bool:
         """Check a budget of this attack's norm against its value range (:func:`check_budget`; the warning is
         given once per attack). Returns False when the bound needs a batch ``x`` that was not given."""
-        if self.value_range is None:
+        budget_range = self.budget_range
+        if budget_range is None:
             return True
-        fraction = check_budget(value, name, self.value_range, x, self.norm, type(self).__name__, note,
+        if self.eps_units == "range":
+            note = f"{note} (eps_units='range': a fraction of each sample's intensity range)"
+        fraction = check_budget(value, name, budget_range, x, self.norm, type(self).__name__, note,
                                 warn=not self._warned_large_budget)
         if fraction is None:
             return x is not None  # with a batch, no bound means none exists (e.g. constant samples)
@@ -380,6 +442,8 @@ class Attack:
                 record[key] = value
         if "eps" in record and not self.bounded:
             record["eps"] = None
+        if self.eps_units != "absolute":
+            record["eps_units"] = self.eps_units
         return record
 
     @staticmethod
@@ -440,8 +504,10 @@ class Attack:
             alpha_t = as_per_sample(self.alpha if alpha is None else alpha, "alpha", x)
             if not self._budget_checked and (eps is not None or self.bounded):  # before any gradient work
                 self._budget_checked = self.check_budget(self.eps if eps is None else eps, "eps", x)
-            elif eps is not None and isinstance(eps, numbers.Real) and isinstance(self.value_range, tuple):
+            elif eps is not None and isinstance(eps, numbers.Real) and isinstance(self.budget_range, tuple):
                 self.check_budget(eps, "eps", x)  # a python number: no device sync
+            if self.eps_units == "range":
+                eps_t, alpha_t = self._absolute_budgets(x, eps_t, alpha_t)
             lo, hi = self._bounds(x)
             with restore_model_state(network, self.model_mode), torch.enable_grad():
                 try:
@@ -451,6 +517,22 @@ class Attack:
             if isinstance(images, MetaTensor):
                 adv = convert_to_dst_type(adv, images)[0]
             return adv
+
+    def _absolute_budgets(self, x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``eps``/``alpha`` ``(N, 1, ..., 1)`` given as fractions of each sample's intensity range, in the data's
+        units (a constant sample gets 0); logs the absolute budget of the first batch once."""
+        width = intensity_range(x).to(eps.dtype)
+        eps_abs = torch.where(width > 0, eps * width, torch.zeros_like(eps))
+        alpha_abs = torch.where(width > 0, alpha * width, torch.zeros_like(alpha))
+        if not self._logged_units:
+            self._logged_units = True
+            flat = eps_abs.reshape(-1).float()
+            widths = width.reshape(-1).float()
+            logger.info("%s: eps=%s x each sample's intensity range (eps_units='range'): absolute eps %.6g on "
+                        "the first batch (per sample %.6g..%.6g; intensity ranges %.6g..%.6g)", type(self).__name__,
+                        _shown(self.eps), float(flat.mean()), float(flat.min()), float(flat.max()),
+                        float(widths.min()), float(widths.max()))
+        return eps_abs, alpha_abs
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:  # pragma: no cover - abstract
         """Compute the adversarial batch from the clean ``x`` ``(N, C, *spatial)`` (never modify it in place).

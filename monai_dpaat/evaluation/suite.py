@@ -9,11 +9,16 @@ Rows: ``"Original"`` (clean inputs), one per attack (its label), and ``"Worst ca
 the clean input and every attack of the suite (classification: a sample counts as correct only if the clean
 input and every attack leave it correct, as AutoAttack/RobustBench report robust accuracy; segmentation: the
 lowest Dice per sample, the other metrics taken from that same input).
+
+The task is given (``task="classification"`` / ``"segmentation"``) or, with ``task=None``, inferred from the first
+batch's output and labels (:func:`infer_task`); a given task that contradicts their shapes is a ``ValueError``
+naming them (:func:`check_task`), before any attack runs.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,8 +31,10 @@ from torch import nn
 from monai.inferers import Inferer
 
 from monai_dpaat.attacks import Attack, canonical_name, default_loss, restore_model_state
+from monai_dpaat.attacks.base import EPS_UNITS, with_eps_units
 from monai_dpaat.conventions import image_and_label, per_sample_losses, primary_output
 from monai_dpaat.networks.inferer_network import InfererNetwork
+from monai_dpaat.training.utils import unwrap_parallel
 from monai_dpaat.utils import unique_keys
 
 from .metrics import (
@@ -48,6 +55,8 @@ __all__ = [
     "InfererNetwork",
     "build_suite",
     "attack_info",
+    "infer_task",
+    "check_task",
 ]
 
 ORIGINAL = "Original"
@@ -115,7 +124,7 @@ def _labelled_attacks(attacks: Any, eps: float | None) -> list[tuple[str, Attack
 
 
 def build_suite(attacks: Any, eps: float | None = None, loss_function: Callable | None = None,
-                generator: torch.Generator | None = None) -> list[SuiteEntry]:
+                generator: torch.Generator | None = None, eps_units: str | None = None) -> list[SuiteEntry]:
     """The :class:`SuiteEntry` list of a suite.
 
     Args:
@@ -127,17 +136,95 @@ def build_suite(attacks: Any, eps: float | None = None, loss_function: Callable 
             :meth:`Attack.with_eps` (the step size keeps its ratio to the budget; GN's noise is clipped to it).
             ``None`` keeps their own.
         loss_function, generator: given to (copies of) the attacks left at the default loss / global RNG.
+        eps_units: ``"absolute"`` or ``"range"`` (a fraction of each sample's intensity range): the units of every
+            attack's budget (:func:`~monai_dpaat.attacks.base.with_eps_units`); ``None`` keeps theirs.
 
     Labels are made unique (``"PGD"``, ``"PGD (2)"``); ``"Original"`` and ``"Worst case"`` are reserved.
     Raises ``ValueError`` on any other form, naming what is accepted.
     """
+    if eps_units is not None and eps_units not in EPS_UNITS:
+        raise ValueError(f"eps_units must be one of {EPS_UNITS} or None, got {eps_units!r}")
     entries: list[SuiteEntry] = []
     for label, attack in unique_keys(_labelled_attacks(attacks, eps)).items():
         if label in (ORIGINAL, WORST_CASE):
             raise ValueError(f"attack label {label!r} is reserved")
+        if eps_units is not None and attack.eps_units != eps_units:
+            attack = with_eps_units(attack, eps_units)
         attack = _with_defaults(attack, loss_function, generator)
         entries.append(SuiteEntry(label, attack, _jsonable(attack.config())))
     return entries
+
+
+def _shapes(output: Any, labels: Any) -> str:
+    out = primary_output(output)
+    return f"outputs {tuple(out.shape)} and labels {tuple(torch.as_tensor(labels).shape)}"
+
+
+def _dense_labels(out: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether ``labels`` are a label map for ``out`` ``(N, K, *spatial)``: ``(N, C, *spatial)`` or ``(N, *spatial)``."""
+    spatial = tuple(out.shape[2:])
+    return out.ndim >= 3 and labels.ndim >= 2 and tuple(labels.shape[-len(spatial):]) == spatial and \
+        labels.ndim in (out.ndim, out.ndim - 1)
+
+
+def infer_task(output: Any, labels: Any) -> str:
+    """The task of a network ``output`` and its ``labels``: outputs ``(N, K)`` -> ``"classification"``; outputs
+    ``(N, K, *spatial)`` with labels ``(N, 1 or K, *spatial)`` / ``(N, *spatial)`` -> ``"segmentation"``
+    (a deep-supervision list: its first entry). Raises ``ValueError`` naming the shapes otherwise."""
+    out = primary_output(output)
+    labels = torch.as_tensor(labels)
+    if out.ndim == 2:
+        task = "classification"
+    elif out.ndim >= 3 and _dense_labels(out, labels):
+        task = "segmentation"
+    else:
+        raise ValueError(f"cannot infer the task from {_shapes(output, labels)}: classification needs "
+                         f"{_TASK_SHAPES['classification']}, segmentation {_TASK_SHAPES['segmentation']}; "
+                         "pass task='classification' or 'segmentation'")
+    check_task(task, out, labels)
+    return task
+
+
+_TASK_SHAPES = {
+    "classification": "outputs (N, K) and labels (N,), (N, 1) or one-hot (N, K)",
+    "segmentation": "outputs (N, K, *spatial) and labels (N, 1, *spatial), (N, *spatial) or one-hot (N, K, *spatial)",
+}
+
+
+def _fits(task: str, out: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether ``out``/``labels`` have the shapes of ``task`` (:data:`_TASK_SHAPES`)."""
+    same_n = labels.ndim > 0 and labels.shape[0] == out.shape[0]
+    if task == "classification":
+        return out.ndim == 2 and labels.ndim <= 2 and same_n
+    return _dense_labels(out, labels) and same_n
+
+
+def check_task(task: str, output: Any, labels: Any) -> None:
+    """Raise ``ValueError`` naming the shapes when ``output``/``labels`` do not fit ``task`` (see :func:`infer_task`)."""
+    out = primary_output(output)
+    labels = torch.as_tensor(labels)
+    if _fits(task, out, labels):
+        return
+    other = "segmentation" if task == "classification" else "classification"
+    hint = f" (they fit {other}: pass task={other!r}, or task=None to infer it)" if _fits(other, out, labels) else ""
+    raise ValueError(f"task={task!r} needs {_TASK_SHAPES[task]}; got {_shapes(out, labels)}{hint}")
+
+
+class _Rewound:
+    """A data loader's batches with the first one already taken out (to infer the task): yields ``first``, then
+    the rest of ``batches``; ``len`` is the loader's."""
+
+    def __init__(self, first: Any, batches: Any, length: int | None) -> None:
+        self._batches = itertools.chain([first], batches)
+        self._length = length
+
+    def __iter__(self):
+        return self._batches
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("the data loader has no length")
+        return self._length
 
 
 def _with_defaults(attack: Attack, loss_function: Callable | None, generator: torch.Generator | None) -> Attack:
@@ -226,8 +313,10 @@ class RobustnessEvaluator:
     Args:
         attacks: a preset name (``"dpaat-table"``, ``"unet-paper"``), an ordered ``{label: Attack}`` mapping
             (e.g. :func:`~monai_dpaat.evaluation.preset`'s) or a list of ``Attack``s (see :func:`build_suite`).
-        task: ``"classification"`` (logits ``(N, K)``, labels ``(N,)``) or ``"segmentation"`` (logits
-            ``(N, K, *spatial)``, labels ``(N, 1, *spatial)``; ``K = 1`` means a sigmoid foreground channel).
+        task: ``"classification"`` (logits ``(N, K)``, labels ``(N,)``), ``"segmentation"`` (logits
+            ``(N, K, *spatial)``, labels ``(N, 1, *spatial)``; ``K = 1`` means a sigmoid foreground channel) or
+            ``None``: inferred per run from the first batch (:func:`infer_task`). A task that contradicts the
+            shapes is a ``ValueError`` naming them.
         eps: budget of every attack (a preset is built at it, other attacks are copied with
             :meth:`~monai_dpaat.attacks.Attack.with_eps`); ``None`` keeps theirs.
         loss_function: ``(logits, labels) -> scalar``; the segmentation ``loss`` metric and the loss of every attack
@@ -242,17 +331,20 @@ class RobustnessEvaluator:
         hd95: compute HD95 for segmentation (slow on large tiles).
         seed: seed of torch's RNG during the run (random starts, DI, GN), forked so the caller's RNG state is
             untouched; ``None``: use the global RNG as it is.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (stderr; one step per batch, the attack running in its postfix).
         image_key, label_key: batch dict keys.
+        eps_units: units of every attack's budget, ``"absolute"`` or ``"range"`` (see :func:`build_suite`);
+            ``None`` keeps the attacks' own.
     """
 
-    def __init__(self, attacks: Any = "dpaat-table", task: str = "classification", eps: float | None = None,
+    def __init__(self, attacks: Any = "dpaat-table", task: str | None = "classification", eps: float | None = None,
                  loss_function: Callable | None = None, inferer: Inferer | None = None,
                  device: str | torch.device | None = None, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, max_samples: int | None = None, hd95: bool = True,
-                 seed: int | None = 0, progress: bool = True, image_key: str = "image", label_key: str = "label") -> None:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+                 seed: int | None = 0, progress: bool = True, image_key: str = "image", label_key: str = "label",
+                 eps_units: str | None = None) -> None:
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS} or None (inferred from the outputs), got {task!r}")
         if max_samples is not None and int(max_samples) < 1:
             raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
         self.attacks = attacks
@@ -268,15 +360,19 @@ class RobustnessEvaluator:
         self.seed = seed
         self.progress = bool(progress)
         self.image_key, self.label_key = image_key, label_key
-        build_suite(attacks, eps=eps)  # fail early on an unknown preset, a wrong form or a bad budget
+        self.eps_units = eps_units
+        build_suite(attacks, eps=eps, eps_units=eps_units)  # fail early on an unknown preset, a wrong form or a bad budget
 
     # ---------------------------------------------------------------------------------------------- public
     def __call__(self, network: nn.Module, data_loader: Iterable, eps: float | None = None) -> RobustnessResult:
         """Evaluate ``network`` on every batch of ``data_loader``; ``eps`` overrides the budget for this run."""
+        # DDP's forward broadcasts buffers to every rank: one rank evaluating alone (rank 0's validation handlers)
+        # would wait on the others forever, so the wrapped module is evaluated
+        network = unwrap_parallel(network)
         device = self.device or next(iter(network.parameters()), torch.zeros(())).device
         network = network.to(device)
         eps = self.eps if eps is None else eps
-        suite = build_suite(self.attacks, eps=eps, loss_function=self.loss_function)
+        suite = build_suite(self.attacks, eps=eps, loss_function=self.loss_function, eps_units=self.eps_units)
         model = InfererNetwork(network, self.inferer) if self.inferer is not None else network
         start = time.perf_counter()
         # a seeded run forks torch's RNG (CPU and the device's), so it is reproducible and leaves the caller's RNG alone
@@ -285,7 +381,10 @@ class RobustnessEvaluator:
                 restore_model_state(network, "eval"):
             if self.seed is not None:
                 torch.manual_seed(int(self.seed))
-            if self.task == "classification":
+            task = self.task
+            if task is None:
+                task, data_loader = self._infer_task(model, data_loader, device)
+            if task == "classification":
                 result = self._run_classification(model, data_loader, suite, device)
             else:
                 result = self._run_segmentation(model, data_loader, suite, device)
@@ -302,6 +401,22 @@ class RobustnessEvaluator:
         return {float(e): self(network, data_loader, eps=float(e)) for e in eps_values}
 
     # ---------------------------------------------------------------------------------------------- helpers
+    def _infer_task(self, model: nn.Module, data_loader: Iterable, device: torch.device) -> tuple[str, Iterable]:
+        """The task of the first batch (:func:`infer_task`, one no-grad forward of its first sample) and the
+        batches to run (the first one included)."""
+        try:
+            length = len(data_loader)  # type: ignore[arg-type]
+        except TypeError:
+            length = None
+        batches = iter(data_loader)
+        first = next(batches, None)
+        if first is None:
+            raise ValueError("the data loader yielded no samples")
+        images, labels = image_and_label(first, self.image_key, self.label_key)
+        with torch.no_grad():
+            out = model(images[:1].to(device).float())
+        return infer_task(out, labels[:1]), _Rewound(first, batches, length)
+
     def _batches(self, data_loader: Iterable, suite: list[SuiteEntry]):
         from tqdm.auto import tqdm
 
@@ -347,9 +462,10 @@ class RobustnessEvaluator:
         all_labels: list[torch.Tensor] = []
         for images, labels, bar in self._batches(data_loader, suite):
             images = images.to(device).float()
-            labels = self._class_labels(labels).to(device)
             with torch.no_grad():
                 logits = model(images)
+            check_task("classification", logits, labels)  # before the labels are reshaped: name what came in
+            labels = self._class_labels(labels).to(device)
             p = scores_from_logits(logits).cpu()
             k = p.shape[1]
             if labels.numel() and (labels.min() < 0 or labels.max() >= k):
@@ -410,6 +526,7 @@ class RobustnessEvaluator:
             with torch.no_grad():
                 out = model(images)
             out = primary_output(out)
+            check_task("segmentation", out, labels)
             k = out.shape[1]
             top = 1 if k == 1 else k - 1
             if labels.numel() and (labels.min() < 0 or labels.max() > top):

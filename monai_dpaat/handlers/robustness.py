@@ -1,11 +1,14 @@
-"""Robustness validation inside MONAI training: every N epochs run an attack suite and publish the results as
-``robust_*`` entries of ``engine.state.metrics`` (``TensorBoardStatsHandler`` and ``StatsHandler`` then log
-the clean and robust curves together)."""
+"""Robustness validation inside MONAI training: every N epochs and on the final epoch (and on every run of a
+standalone evaluator) run an attack suite and publish the results as ``robust_*`` entries of
+``engine.state.metrics`` (``TensorBoardStatsHandler`` and ``StatsHandler`` then log the clean and robust curves
+together)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +16,9 @@ import torch
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai.engines import Evaluator
+
+from monai_dpaat.attacks import PGD
 from monai_dpaat.evaluation.suite import RobustnessEvaluator, RobustnessResult
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -21,7 +27,10 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["RobustnessValidationHandler", "metric_key"]
+__all__ = ["RobustnessValidationHandler", "metric_key", "default_attacks", "driving_engine"]
+
+#: the label of the default attack (:func:`default_attacks`): ``robust_10_pgd_accuracy`` / ``robust_10_pgd_dice``
+DEFAULT_LABEL = "10-PGD"
 
 
 def metric_key(prefix: str, row: str, metric: str) -> str:
@@ -32,28 +41,63 @@ def metric_key(prefix: str, row: str, metric: str) -> str:
     return f"{prefix}{slug}_{metric}"
 
 
+def default_attacks(eps: float = 8 / 255) -> dict[str, PGD]:
+    """The handler's default suite: one 10-step L-inf PGD at ``eps`` (step ``eps / 4``, random start), labelled
+    ``"10-PGD"``: a fraction of the ``"dpaat-table"`` preset's cost (its 50-step PGD alone is five times this), so
+    validating every few epochs stays cheap; pass ``attacks="dpaat-table"`` for the papers' table."""
+    return {DEFAULT_LABEL: PGD(eps=eps, alpha=eps / 4, steps=10)}
+
+
+def driving_engine(engine: Engine) -> Engine | None:
+    """The engine whose event handler is running ``engine`` right now (the trainer whose ``ValidationHandler``
+    runs this evaluator), or None when ``engine`` runs on its own. Ignite runs handlers synchronously, so that
+    engine is the nearest other ``Engine`` on the call stack (read only, nothing is changed)."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, Engine) and owner is not engine:
+                return owner
+            frame = frame.f_back
+        return None
+    finally:
+        del frame  # no reference cycle through the frames
+
+
 class RobustnessValidationHandler:
-    """Run a :class:`~monai_dpaat.evaluation.RobustnessEvaluator` every ``interval`` epochs of the engine it is
-    attached to (a ``SupervisedTrainer``, or a ``SupervisedEvaluator`` whose epoch is the trainer's) and write
+    """Run a :class:`~monai_dpaat.evaluation.RobustnessEvaluator` on the epochs of training it is due and write
     the selected table cells to ``engine.state.metrics``.
 
-    Keys (see :func:`metric_key`): ``robust_clean_accuracy``, ``robust_fgsm_accuracy``, ...,
+    When it runs (:meth:`due`), attached to a ``SupervisedTrainer``, or to a ``SupervisedEvaluator`` whose run
+    a trainer drives (``ValidationHandler``; the epoch is the trainer's):
+
+    - every ``interval`` epochs, and on the trainer's final epoch (``final_epoch=True``), so a run shorter than
+      ``interval`` epochs still ends with robust numbers;
+    - on every run of an evaluator that no trainer drives (an evaluate-only run, ``evaluator.run()``).
+
+    Keys (see :func:`metric_key`): ``robust_clean_accuracy``, ``robust_10_pgd_accuracy``, ...,
     ``robust_worst_case_accuracy`` (classification; ``*_dice`` etc. for segmentation). Attach it *before*
     ``TensorBoardStatsHandler``/``StatsHandler`` on the same engine (in a bundle, list it first): handlers of
     an event run in attach order. Keys are removed at the start of epochs it does not run on, so no stale
-    value is logged.
+    value is logged. Each run logs one INFO line ``epoch <e> robustness: <key>=<value>, ... (<s> s)``.
 
     Args:
-        attacks: a preset name, an ordered ``{label: Attack}`` mapping or a list of ``Attack``s (see
-            :func:`~monai_dpaat.evaluation.build_suite`); in a bundle config
-            ``{"10-PGD": {"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 10}}``.
+        attacks: ``None`` (default: :func:`default_attacks`, one 10-step PGD at ``eps``, labelled ``"10-PGD"``), a
+            preset name (``"dpaat-table"``: the papers' five attacks, much slower), an ordered
+            ``{label: Attack}`` mapping or a list of ``Attack``s (see :func:`~monai_dpaat.evaluation.build_suite`);
+            in a bundle config ``{"10-PGD": {"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 10}}``.
         data_loader: batches of ``{"image", "label"}``; ``None`` reuses ``engine.data_loader`` (e.g. the
             validation loader of the evaluator it is attached to).
         interval: run every ``interval`` epochs.
-        task: ``"classification"`` or ``"segmentation"``.
+        task: ``None`` (default: inferred from the first batch's outputs and labels, see
+            :func:`~monai_dpaat.evaluation.suite.infer_task`), ``"classification"`` or ``"segmentation"``; a task
+            that contradicts the shapes is a ``ValueError`` naming them.
         network: the model; ``None`` uses ``engine.network``.
-        eps: budget override of the suite.
-        metrics: table metrics to publish (default ``("accuracy",)`` / ``("dice",)``).
+        eps: budget of every attack (default attack: 8/255); in ``eps_units``.
+        eps_units: ``"absolute"`` (the data's units), ``"range"`` (a fraction of each sample's intensity range
+            ``max - min``, for z-scored inputs; the absolute value is logged) or ``None`` (the attacks' own;
+            the default attack's is absolute).
+        metrics: table metrics to publish (default ``("accuracy",)`` / ``("dice",)`` by the task).
         rows: rows to publish (default all: clean, every attack, worst case).
         prefix: key prefix (default ``"robust_"``).
         max_samples: evaluate at most this many samples per run (keeps training fast).
@@ -62,24 +106,29 @@ class RobustnessValidationHandler:
         report_dir: also write the full report (no plots) there after every run.
         evaluator: a ready :class:`~monai_dpaat.evaluation.RobustnessEvaluator` (the arguments above that
             configure one are then ignored).
+        final_epoch: also run on the trainer's final epoch (``epoch == max_epochs``).
+        progress: a tqdm bar on stderr per run (one step per batch, the running attack in its postfix).
     """
 
-    def __init__(self, attacks: Any = "dpaat-table", data_loader: Iterable | None = None, interval: int = 1,
-                 task: str = "classification", network: torch.nn.Module | None = None, eps: float | None = None,
+    def __init__(self, attacks: Any = None, data_loader: Iterable | None = None, interval: int = 1,
+                 task: str | None = None, network: torch.nn.Module | None = None, eps: float | None = None,
                  metrics: Sequence[str] | None = None, rows: Sequence[str] | None = None, prefix: str = "robust_",
                  max_samples: int | None = None, inferer: Any = None, loss_function: Callable | None = None,
                  device: str | torch.device | None = None, seed: int | None = 0, hd95: bool = False,
-                 report_dir: str | None = None, evaluator: RobustnessEvaluator | None = None) -> None:
+                 report_dir: str | None = None, evaluator: RobustnessEvaluator | None = None,
+                 final_epoch: bool = True, progress: bool = True, eps_units: str | None = None) -> None:
         if int(interval) < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
+        if attacks is None:
+            attacks = default_attacks() if eps is None else default_attacks(eps)
         self.evaluator = evaluator or RobustnessEvaluator(
             attacks=attacks, task=task, eps=eps, loss_function=loss_function, inferer=inferer, device=device,
-            max_samples=max_samples, hd95=hd95, seed=seed, progress=False)
+            max_samples=max_samples, hd95=hd95, seed=seed, progress=progress, eps_units=eps_units)
         self.data_loader = data_loader
         self.interval = int(interval)
+        self.final_epoch = bool(final_epoch)
         self.network = network
-        task = self.evaluator.task
-        self.metrics = tuple(metrics) if metrics is not None else (("accuracy",) if task == "classification" else ("dice",))
+        self.metrics = tuple(metrics) if metrics is not None else None
         self.rows = tuple(rows) if rows is not None else None
         self.prefix = prefix
         self.report_dir = report_dir
@@ -90,16 +139,27 @@ class RobustnessValidationHandler:
         engine.add_event_handler(Events.EPOCH_STARTED, self._clear)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    def _due(self, engine: Engine) -> bool:
-        return engine.state.epoch % self.interval == 0
+    def due(self, engine: Engine) -> bool:
+        """Whether this epoch of ``engine`` gets robust validation (see the class docstring)."""
+        driver = driving_engine(engine)
+        if driver is None and isinstance(engine, Evaluator):
+            return True  # a standalone evaluator: every run
+        state = (driver or engine).state
+        final = self.final_epoch and state.max_epochs is not None and state.epoch >= state.max_epochs
+        return state.epoch % self.interval == 0 or final
 
     def _clear(self, engine: Engine) -> None:
-        if not self._due(engine):
+        if not self.due(engine):
             for key in [k for k in engine.state.metrics if k.startswith(self.prefix)]:
                 del engine.state.metrics[key]
 
+    def _metrics(self, task: str) -> tuple[str, ...]:
+        if self.metrics is not None:
+            return self.metrics
+        return ("accuracy",) if task == "classification" else ("dice",)
+
     def __call__(self, engine: Engine) -> None:
-        if not self._due(engine):
+        if not self.due(engine):
             return
         network = self.network if self.network is not None else getattr(engine, "network", None)
         if network is None:
@@ -107,12 +167,14 @@ class RobustnessValidationHandler:
         loader = self.data_loader if self.data_loader is not None else getattr(engine, "data_loader", None)
         if loader is None:
             raise ValueError("RobustnessValidationHandler needs a data_loader (the engine has none)")
+        start = time.perf_counter()
         result = self.evaluator(network, loader)
         self.last_result = result
+        metrics = self._metrics(result.task)
         for row, values in result.rows.items():
             if self.rows is not None and row not in self.rows:
                 continue
-            for metric in self.metrics:
+            for metric in metrics:
                 if metric not in values:
                     raise ValueError(f"metric {metric!r} is not in the robustness rows; known: {sorted(values)}")
                 engine.state.metrics[metric_key(self.prefix, row, metric)] = float(values[metric])
@@ -121,4 +183,5 @@ class RobustnessValidationHandler:
 
             write_report(result, self.report_dir, plots=False, title=f"Robustness at epoch {engine.state.epoch}")
         summary = ", ".join(f"{k}={v:.4f}" for k, v in engine.state.metrics.items() if k.startswith(self.prefix))
-        self.logger.info("epoch %d robustness: %s", engine.state.epoch, summary)
+        self.logger.info("epoch %d robustness: %s (%s, %d samples, %.1f s)", engine.state.epoch, summary, result.task,
+                         result.num_samples, time.perf_counter() - start)

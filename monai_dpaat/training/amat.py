@@ -17,12 +17,28 @@ from monai_dpaat.conventions import per_sample_correct, primary_output
 
 from .utils import AdvKeys, attack_network
 
-__all__ = ["AMATIteration"]
+__all__ = ["AMATIteration", "loss_reduction", "subset_scale"]
 
 
 def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     flat = delta.reshape(delta.shape[0], -1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def loss_reduction(loss_function: Callable) -> str:
+    """``"mean"``, ``"sum"`` or ``"none"``: the ``reduction`` of a torch/MONAI loss (a string or MONAI's
+    ``LossReduction``); ``"mean"`` for a callable without one (the batch mean, as the AMAT authors' loss)."""
+    reduction = getattr(loss_function, "reduction", "mean")
+    return str(getattr(reduction, "value", reduction)).lower()
+
+
+def subset_scale(loss_function: Callable, n: int, k: int) -> float:
+    """Factor that puts ``loss_function`` over a ``k``-sample subset of an ``n``-sample batch on the batch's
+    scale, so that the AMAT total is ``(1 - beta) * L(batch) + beta * n / k * sum(subset) / n`` whatever the
+    reduction: ``n / k`` for a sum-reduced loss (its value over ``n`` samples is ``n`` times the mean),
+    ``1`` for a mean-reduced one (or ``"none"``, whose elements are averaged). Then a ``sum`` total is exactly
+    ``n`` times the ``mean`` total, as the clean term is, and beta keeps the authors' weighting."""
+    return n / k if loss_reduction(loss_function) == "sum" else 1.0
 
 
 class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
@@ -32,7 +48,9 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
 
     1. attack every sample inside ``eps_i`` (step ``alpha_fraction * eps_i``) -> ``x_adv``;
     2. loss ``(1 - beta) * L(f(x), y) + beta * L(f(x_adv), y)``, the adversarial term over the samples the
-       model gets right on clean input (as the authors' code; 0 when there are none);
+       model gets right on clean input (as the authors' code; 0 when there are none). With a sum-reduced
+       loss (``CrossEntropyLoss(reduction="sum")``) the subset's sum is scaled by ``N / k`` (:func:`subset_scale`),
+       so the total is exactly ``N`` times the mean-reduced one and beta weighs the two terms as the authors do;
     3. margin update for clean-correct samples: no adversarial example found (``x_adv`` still correct,
        judged on the training forward) -> ``eps_i += eps_step``; one found -> ``eps_i`` = the perturbation size
        at which the prediction first flips along the found direction ``delta``: the smallest of
@@ -135,7 +153,9 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         if clean_ok.any():
             sel = clean_ok.nonzero().reshape(-1)
             sub = [p[sel] for p in pred_adv] if isinstance(pred_adv, (list, tuple)) else pred_adv[sel]
-            loss_adv = loss_function(sub, targets[sel]).mean()
+            # on the clean term's scale: a sum over k samples counts as N / k times as much (see subset_scale)
+            scale = subset_scale(loss_function, clean_ok.numel(), sel.numel())
+            loss_adv = loss_function(sub, targets[sel]).mean() * scale
         else:
             loss_adv = primary_output(pred_adv).sum() * 0.0
         flipped = clean_ok & ~adv_ok

@@ -22,7 +22,9 @@ tensors into ``engine.state.output`` (decollate copies them into every item as f
 A non-finite total loss raises ``ValueError`` before backward, so the optimizer never steps on it. The
 method's own budgets (DPAAT's ``eps_max``, AMAT's margins: :meth:`AdversarialIteration.budgets`) are checked
 against the attack's value range like the attack's ``eps`` (:func:`monai_dpaat.attacks.check_budget`): at
-construction for a fixed ``(lo, hi)``, on the first batch for ``"data"``, before the first attack and step.
+construction for a fixed ``(lo, hi)``, on the first batch for ``"data"``, before the first attack and step. They
+are in the attack's units: with :func:`monai_dpaat.attacks.base.with_eps_units` ``"range"`` every budget (and each
+per-sample epsilon the method passes) is a fraction of the sample's intensity range, checked against ``(0, 1)``.
 
 Cost: AT is the attack plus one training pass; SAT, AMAT and DPAAT need a second training pass (their
 losses have a clean term), about STD/AT more time than AT (12-18 % with 7-step PGD on the CNNs of
@@ -174,7 +176,8 @@ class AdversarialIteration:
         :data:`~monai_dpaat.attacks.base.LARGE_BUDGET_FRACTION` of it. Returns False while a bound still needs
         a batch. A plain callable as attack has no known range: only finiteness is checked."""
         attack = self.attack
-        value_range = attack.value_range if isinstance(attack, Attack) else None
+        # an attack in eps_units="range" takes every budget as a fraction of each sample's range: bound (0, 1)
+        value_range = attack.budget_range if isinstance(attack, Attack) else None
         norm = attack.norm if isinstance(attack, Attack) else "Linf"
         done = True
         for name, (value, note) in self.budgets().items():
