@@ -15,26 +15,16 @@ CONFIGS = sorted(p for p in BUNDLES.rglob("*.json") if "configs" in p.parts or "
 MAX_EXPRESSION = 100
 
 
-def _strings(value, key=""):
-    if isinstance(value, str):
-        yield key, value
-    elif isinstance(value, dict):
+def _leaves(value, key=""):
+    """``(id, value)`` of every leaf of a config, ids written as MONAI writes them (``train#dataset#data``)."""
+    if isinstance(value, dict):
         for k, v in value.items():
-            yield from _strings(v, f"{key}#{k}" if key else str(k))
+            yield from _leaves(v, f"{key}#{k}" if key else str(k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _strings(v, f"{key}#{i}")
-
-
-def _numbers(value, key=""):
-    if isinstance(value, float):
+            yield from _leaves(v, f"{key}#{i}")
+    else:
         yield key, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _numbers(v, f"{key}#{k}" if key else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _numbers(v, f"{key}#{i}")
 
 
 def test_there_are_configs_to_check():
@@ -44,10 +34,10 @@ def test_there_are_configs_to_check():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(BUNDLES)))
 def test_config_is_short_and_readable(path):
     config = json.loads(path.read_text(encoding="utf-8"))
-    long = [(k, len(v)) for k, v in _strings(config) if v.startswith("$") and len(v) > MAX_EXPRESSION]
+    long = [(k, len(v)) for k, v in _leaves(config) if isinstance(v, str) and v.startswith("$") and len(v) > MAX_EXPRESSION]
     assert not long, f"{path}: $ expressions longer than {MAX_EXPRESSION} characters: {long}"
     # 0.03137254901960784 is 8/255 written by a machine: budgets are written as "$8/255"
-    unreadable = [(k, v) for k, v in _numbers(config) if len(repr(v)) > 8]
+    unreadable = [(k, v) for k, v in _leaves(config) if isinstance(v, float) and len(repr(v)) > 8]
     assert not unreadable, f"{path}: numbers with many digits (write them as '$8/255'): {unreadable}"
     text = path.read_text(encoding="utf-8")
     assert "monai_dpaat.cli" not in text, f"{path} imports the CLI module"
