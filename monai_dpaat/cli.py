@@ -709,7 +709,7 @@ def overrides(*method: str, bundle: str | None = None, robust_validation: bool =
     root = None if bundle is None else str(bundle)
     for path in files:
         print(path)
-    print(f"--config_file {bundle_overrides.shell_quote(bundle_overrides.config_file_list(files, root))}")
+    print(f"--config_file {bundle_overrides.shell_quote(bundle_overrides.config_file_literal(files, root))}")
     print(bundle_overrides.bundle_run_command(root, files))
 
 

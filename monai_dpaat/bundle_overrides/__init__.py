@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OVERRIDES_DIR", "METHODS_DIR", "METHODS", "override_path", "config_files", "config_file_list",
+__all__ = ["OVERRIDES_DIR", "METHODS_DIR", "METHODS", "override_path", "config_files", "config_file_literal",
            "bundle_run_command", "shell_quote",
            "resume", "TrainHandlers"]
 
@@ -75,7 +75,7 @@ def shell_quote(text: str) -> str:
     return f'"{text}"' if not any(c in text for c in '"$`\\!') else shlex.quote(text)
 
 
-def config_file_list(files: list[str], bundle_root: str | None = None, base: str = "configs/train.json") -> str:
+def config_file_literal(files: list[str], bundle_root: str | None = None, base: str = "configs/train.json") -> str:
     """The ``--config_file`` value (a Python list literal): ``<bundle_root>/<base>`` then ``files``."""
     root = "<their bundle>" if bundle_root is None else str(Path(bundle_root).resolve())
     return "[" + ",".join(repr(f) for f in (f"{root}/{base}", *files)) + "]"
@@ -89,16 +89,10 @@ def bundle_run_command(bundle_root: str | None = None, files: list[str] | None =
     ``--bundle_root`` too, since Model Zoo bundles write ``"bundle_root": "."`` and resolve their datalists,
     ``models/`` and ``eval/`` against it: the command then works from any folder."""
     root = "<their bundle>" if bundle_root is None else str(Path(bundle_root).resolve())
-    config_list = config_file_list(files if files is not None else config_files(), bundle_root, base)
+    config_list = config_file_literal(files if files is not None else config_files(), bundle_root, base)
     return (f"python -m monai.bundle run --config_file {shell_quote(config_list)} "
             f"--meta_file {shell_quote(root + '/configs/metadata.json')} "
             f"--logging_file {shell_quote(root + '/configs/logging.conf')} --bundle_root {shell_quote(root)}")
-
-
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def resume(state_file: str, iteration: Any, network: Any = None, model_file: str | None = None) -> None:
@@ -106,16 +100,15 @@ def resume(state_file: str, iteration: Any, network: Any = None, model_file: str
     ``network`` and ``model_file``, the network weights of the bundle's own ``CheckpointSaver`` (``model.pt``).
 
     Raises ``ValueError`` naming a file that does not exist."""
-    import torch
-    from ignite.handlers import Checkpoint
+    from monai_dpaat.utils import load_weights, read_checkpoint
 
     for path in (state_file, model_file if network is not None else None):
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"--adversarial_resume: checkpoint {path!r} does not exist")
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    state = read_checkpoint(state_file)
     iteration.load_state_dict(state["method"])
     if network is not None and model_file is not None:
-        Checkpoint.load_objects({"model": network}, torch.load(model_file, map_location="cpu", weights_only=True))
+        load_weights(network, model_file)
     logger.info("resumed the %s state from %s (saved after epoch %s)", type(iteration).__name__, state_file,
                 state.get("epoch"))
 
@@ -169,7 +162,9 @@ class TrainHandlers:
         from monai_dpaat.atomic_io import atomic_write
         from monai_dpaat.conventions import plain_tensor
 
-        if not _is_main_process():
+        import ignite.distributed as idist
+
+        if idist.get_rank() > 0:
             return
         # plain tensors (a MetaTensor value would not load with weights_only=True)
         method = {key: plain_tensor(value) for key, value in self.iteration.state_dict().items()}
