@@ -74,7 +74,7 @@ def _classification_datalists(data_path: Path, out_path: Path) -> None:
 
 
 def make_dummy_data(bundle: str, root: Path, bundle_root: Path | None = None, per_class: int = 5,
-                    batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
+                    batch_size: int = 2, seed: int = 0, spatial: Sequence[int] = SPATIAL) -> dict[str, Any]:
     """Write the Zoo CI's dummy data for ``bundle`` under ``root / "data"`` and return the overrides.
 
     Classification (as the Zoo test): ``inbody/`` and ``outbody/`` folders of random RGB JPEGs (values 0..4),
@@ -86,6 +86,9 @@ def make_dummy_data(bundle: str, root: Path, bundle_root: Path | None = None, pe
 
     ``bundle_root`` defaults to ``root``; it is always among the returned overrides (the bundles' paths are
     relative to it: drop it to see their ``FileNotFoundError``).
+
+    ``spatial``: the images' height and width, also the size ``train#deterministic_transforms#3`` resizes to
+    (default 32x32; the bundles' native sizes are 256x256 and 736x480).
     """
     root = Path(root)
     bundle_root = Path(bundle_root) if bundle_root is not None else root
@@ -100,13 +103,13 @@ def make_dummy_data(bundle: str, root: Path, bundle_root: Path | None = None, pe
         "validate#dataloader#num_workers": 0,
         "train#dataloader#batch_size": batch_size,
         "validate#dataloader#batch_size": batch_size,
-        "train#deterministic_transforms#3#spatial_size": list(SPATIAL),
+        "train#deterministic_transforms#3#spatial_size": list(spatial),
     }
     if bundle == CLASSIFICATION:
         for sub in ("inbody", "outbody"):
             (dataset_dir / sub).mkdir(parents=True, exist_ok=True)
             for s in range(per_class):
-                image = rng.integers(0, 5, size=(3, *SPATIAL)).astype(np.int8)
+                image = rng.integers(0, 5, size=(3, *spatial)).astype(np.int8)
                 _write_jpg(image, dataset_dir / sub / f"{sub}_{s}.jpg", channel_dim=0)
         _classification_datalists(dataset_dir, bundle_root / "label")
     elif bundle == SEGMENTATION:
@@ -115,10 +118,10 @@ def make_dummy_data(bundle: str, root: Path, bundle_root: Path | None = None, pe
                 folder = dataset_dir / mode / sub
                 folder.mkdir(parents=True, exist_ok=True)
                 for s in range(per_class):
-                    image = rng.integers(0, 5, size=(3, *SPATIAL)).astype(np.int8)
+                    image = rng.integers(0, 5, size=(3, *spatial)).astype(np.int8)
                     _write_jpg(image, folder / f"{sub}_{s}.jpg", channel_dim=0)
                     if mode != "test":
-                        label = rng.integers(0, 5, size=SPATIAL).astype(np.int8)
+                        label = rng.integers(0, 5, size=tuple(spatial)).astype(np.int8)
                         _write_jpg(label, folder / f"{sub}_{s}_seg.jpg", channel_dim=None)
         overrides["train#dataset#num_workers"] = 0  # its training CacheDataset caches with 4 workers
     else:

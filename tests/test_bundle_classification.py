@@ -90,6 +90,10 @@ def test_evaluate_writes_metrics_csv(trained, data_dir):
     _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "evaluate")), cwd=root)
     metrics = (root / "eval" / "metrics.csv").read_text()
     assert "val_accuracy" in metrics
+    # MetricsSaver writes "name,value" lines: both scalars, val_f1 the macro-F1 (tests/test_ham_val_metrics.py)
+    values = dict(line.split(",") for line in metrics.strip().splitlines())
+    assert {"val_accuracy", "val_f1"} <= set(values), metrics
+    assert all(0 <= float(values[k]) <= 1 for k in ("val_accuracy", "val_f1")), metrics
 
 
 def test_robustness_writes_the_dpaat_table(trained, data_dir):
@@ -249,8 +253,10 @@ def test_override_adds_adversarial_training_to_a_plain_monai_bundle(tmp_path, da
     assert "monai_dpaat" not in plain.read_text()
     # one override file; its default method is AT, DPAAT comes from composing the override's method file
     method_file = [str(OVERRIDES / "methods" / "dpaat.json")] if override == "dpaat_train" else []
+    # it has no train#handlers / validate#handlers (the Model Zoo's ids), so no checkpoint handlers to extend
     workflow = ConfigWorkflow(config_file=[str(plain), str(OVERRIDES / "adversarial_train.json"), *method_file],
-                              workflow_type=None, dataset_dir=str(data_dir / "ham10000"), bundle_root=str(tmp_path))
+                              workflow_type=None, dataset_dir=str(data_dir / "ham10000"), bundle_root=str(tmp_path),
+                              adversarial_checkpoint_handlers=[])
     workflow.initialize()
     workflow.run()
     trainer = workflow.parser.get_parsed_content("train#trainer")

@@ -8,8 +8,8 @@ run goes through ``python -m monai.bundle run`` in a subprocess whose cwd is a f
 The first two tests prove the fixture: each bundle's own ``train.json`` trains unchanged, and trains with
 ``adversarial_train.json`` + ``methods/dpaat.json`` composed after it. The ``test_trap_*`` tests pin the
 behaviour behind the issue's ten points that a Model Zoo user still meets; each is inverted into a
-``test_fixed<N>_*`` test (asserting the fixed behaviour) by the change that removes the trap (done: 1-6, 8-10;
-7 is helper 12b2's). The points:
+``test_fixed<N>_*`` test (asserting the fixed behaviour) by the change that removes the trap (all ten are
+done). The points:
 
 1. relative paths: without ``--bundle_root`` the classification bundle stops at
    ``FileNotFoundError: [Errno 2] No such file or directory: './label/train_samples.json'``;
@@ -195,10 +195,15 @@ def test_fixed2_override_files_are_package_data_of_a_non_editable_install(tmp_pa
     assert lines[:3] == [str(installed / "adversarial_train.json"), str(installed / "methods" / "dpaat.json"),
                          str(installed / "robust_validation.json")]
     assert all(Path(p).is_file() for p in lines[:3])
-    # the method check of adversarial_train.json names the installed method files, not a checkout's
+    # the method check (TrainHandlers, which adversarial_train.json gives no methods_dir) names the installed files
     train = json.loads((OVERRIDES / "adversarial_train.json").read_text())
-    checks = [item for item in train["+initialize"] if isinstance(item, dict) and "methods_dir" in item]
-    assert checks and checks[0]["methods_dir"] == "$str(monai_dpaat.bundle_overrides.METHODS_DIR)"
+    assert "methods_dir" not in train["adversarial_train_handlers"]
+    probe = ("from monai_dpaat.bundle_overrides import TrainHandlers; "
+             "print(TrainHandlers(iteration=None, method='at').methods_dir)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(installed / "methods")
 
 
 def test_fixed3_adversarial_stats_in_their_logs_and_tensorboard(dpaat_cls):
@@ -266,25 +271,33 @@ def test_fixed6_multi_gpu_composes_in_either_order(name, tmp_path):
         assert parser["train#trainer#additional_metrics"] == {"adversarial": "@adversarial_train_handlers"}
 
 
-def test_trap7_default_budget_is_tiny_for_their_z_scored_inputs(dpaat_cls):
-    """Their NormalizeIntensityd z-scores each image, the override's eps stays 8/255 (meant for [0, 1] images),
-    and nothing in the log warns about it."""
+def test_fixed7_budget_is_a_fraction_of_their_intensity_range(dpaat_cls, tmp_path):
+    """Was trap 7 (their ``NormalizeIntensityd`` z-scores each image, and 8/255 stayed an absolute budget, a
+    tiny fraction of their intensity range, with no warning): ``adversarial_eps_units`` defaults to ``"range"``,
+    so 8/255 is that fraction of each sample's own range, and the absolute budget is logged; with
+    ``--adversarial_eps_units absolute`` the run warns that the budget is almost no perturbation."""
     from monai.bundle import ConfigParser
 
     bundle, overrides, out, _ = dpaat_cls
     parser = ConfigParser()
     parser.read_config([str(bundle / TRAIN), *adversarial_configs("dpaat")])
     parser.update(overrides)
-    eps = parser.get_parsed_content("adversarial_eps")
-    item = parser.get_parsed_content("validate#dataset")[0]
-    image = item["image"]
+    image = parser.get_parsed_content("validate#dataset")[0]["image"]
     lo, hi = float(image.min()), float(image.max())
     assert lo < 0 < hi and abs(float(image.mean())) < 0.2  # z-scored, not [0, 1]
-    assert eps == pytest.approx(8 / 255)
-    # with real endoscopy images the range is larger still; on this dummy data it is already a few units wide
-    assert eps / (hi - lo) < 8 / 255
-    warnings = [line for line in out.splitlines() if " - WARNING - " in line and re.search(r"eps|budget", line)]
-    assert warnings == []
+    assert parser.get_parsed_content("adversarial_eps") == pytest.approx(8 / 255)
+    assert parser.get_parsed_content("adversarial_attack").eps_units == "range"
+    # the absolute budget of the first batch is logged: 8/255 of ranges several units wide
+    match = re.search(r"eps_units='range'\): absolute eps ([0-9.e-]+) on the first batch", out)
+    assert match, out[-3000:]
+    assert float(match.group(1)) > 8 / 255 * 2  # their images span more than 2 units
+    assert not re.search(r"WARNING.*almost no perturbation", out)
+
+    bundle2, overrides2 = _prepare(CLASSIFICATION, tmp_path)
+    out2 = _ok(*run_bundle(bundle2, [TRAIN, *adversarial_configs("at")],
+                           {**overrides2, "adversarial_eps_units": "absolute"}))
+    warning = re.search(r"WARNING - PGD: eps=0\.03137\d* is ([0-9.]+)% of the widest sample's intensity range", out2)
+    assert warning and float(warning.group(1)) < 1, out2[-3000:]
 
 
 def test_fixed8_sum_reduction_keeps_amat_weighting(tmp_path):
@@ -309,32 +322,56 @@ def test_fixed8_sum_reduction_keeps_amat_weighting(tmp_path):
     assert adv_ratio == pytest.approx(clean_ratio, rel=1e-4)  # the ratio of the two terms is the same
 
 
-def test_fixed9_dpaat_table_restored_after_a_resume_from_their_checkpoint(dpaat_cls):
-    """Was trap 9 (their ``CheckpointSaver`` keeps only the network): the DPAAT state is written next to their
-    ``model.pt`` (``models/adversarial_state.pt``), and ``--adversarial_resume true`` loads it (and their
-    ``model.pt`` into the network) before the resumed run's first epoch."""
+def test_fixed9_dpaat_table_restored_after_a_resume_from_their_checkpoint(dpaat_cls, tmp_path):
+    """Was trap 9 (their ``CheckpointSaver`` kept only the network): the DPAAT state is an entry of their
+    checkpoint (``models/model.pt`` = ``{"model": ..., "adversarial": ...}``, the same epoch as the weights);
+    ``--adversarial_resume true`` loads both before the resumed run's first epoch, and a MONAI
+    ``CheckpointLoader`` the user adds to ``train#handlers`` restores the table too. Their evaluate.json still
+    loads the nested file (its loader takes the ``model`` entry)."""
     from monai.bundle import ConfigWorkflow
 
     bundle, overrides, _, _ = dpaat_cls
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["adversarial_state.pt", "model.pt"]
-    saved = torch.load(bundle / "models" / "adversarial_state.pt", map_location="cpu", weights_only=True)
-    assert saved["epoch"] == 1 and {"epsilon", "running_mean", "num_updates"} <= set(saved["method"])
-    weights = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
+    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert sorted(saved) == ["adversarial", "model"]
+    assert {"epsilon", "running_mean", "num_updates"} <= set(saved["adversarial"])
+    assert all(type(v) is torch.Tensor for v in saved["adversarial"].values())  # plain tensors, no MetaTensor
 
-    def start(resume: bool):
-        workflow = ConfigWorkflow(workflow_type="train", config_file=[str(bundle / TRAIN), *adversarial_configs("dpaat")],
+    def start(configs, **extra):
+        workflow = ConfigWorkflow(workflow_type="train", config_file=[str(bundle / TRAIN), *configs],
                                   meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
-                                  **overrides, adversarial_resume=resume)
+                                  **overrides, **extra)
         workflow.initialize()
-        workflow.parser.get_parsed_content("train#trainer")  # constructing the trainer attaches (and resumes)
-        return workflow.parser.get_parsed_content("adversarial_iteration"), workflow.parser.get_parsed_content("network")
+        trainer = workflow.parser.get_parsed_content("train#trainer")  # constructing it attaches (and resumes)
+        return workflow, trainer
 
-    fresh, _ = start(False)
-    resumed, network = start(True)
-    assert not torch.equal(fresh.epsilon, saved["method"]["epsilon"])  # one epoch moved the per-sample budgets
-    assert torch.equal(resumed.epsilon, saved["method"]["epsilon"])
-    assert int(resumed.num_updates) == int(saved["method"]["num_updates"]) > 0
-    assert all(torch.equal(network.state_dict()[k].cpu(), v) for k, v in weights.items())
+    workflow, _ = start(adversarial_configs("dpaat"))
+    fresh = workflow.parser.get_parsed_content("adversarial_iteration")
+    assert not torch.equal(fresh.epsilon, saved["adversarial"]["epsilon"])  # one epoch moved the budgets
+
+    workflow, _ = start(adversarial_configs("dpaat"), adversarial_resume=True)
+    resumed = workflow.parser.get_parsed_content("adversarial_iteration")
+    network = workflow.parser.get_parsed_content("network")
+    assert torch.equal(resumed.epsilon, saved["adversarial"]["epsilon"])
+    assert int(resumed.num_updates) == int(saved["adversarial"]["num_updates"]) > 0
+    assert all(torch.equal(network.state_dict()[k].cpu(), v) for k, v in saved["model"].items())
+
+    # their own way to resume: a CheckpointLoader in train#handlers (loads at the trainer's STARTED event)
+    loader = tmp_path / "loader.json"
+    loader.write_text(json.dumps({"+train#handlers": [{"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+                                                       "load_dict": {"model": "@network"}}]}))
+    workflow, trainer = start([*adversarial_configs("dpaat"), str(loader)])
+    loaded = workflow.parser.get_parsed_content("adversarial_iteration")
+    assert not torch.equal(loaded.epsilon, saved["adversarial"]["epsilon"])
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.STARTED, lambda engine: engine.terminate())  # after the loader: no epoch
+    trainer.run()
+    assert torch.equal(loaded.epsilon, saved["adversarial"]["epsilon"])
+
+    # their evaluate.json reads the nested checkpoint (MONAI's CheckpointLoader takes its "model" entry)
+    rc, out = run_bundle(bundle, [TRAIN, "configs/evaluate.json"], overrides)
+    assert "Restored all variables from" in _ok(rc, out) and "val_accu" in out
 
 
 def _stamp(line: str) -> datetime:
@@ -355,3 +392,16 @@ def test_fixed10_default_robust_validation_is_one_fast_attack_with_progress(tmp_
     seconds = (_stamp(done) - _stamp(start)).total_seconds()
     print(f"robust validation (default attack, 2 images 32x32, CPU): {seconds:.1f} s")
     assert seconds > 0
+
+
+def test_trainer_without_a_key_metric_still_gets_the_adversarial_handlers(tmp_path):
+    """MONAI attaches ``additional_metrics`` only to a trainer with a ``key_train_metric`` (two Model Zoo train
+    configs have none): the override's handlers then attach at the first iteration, with the same effect: the
+    ``adv_*`` numbers are in their TensorBoard and the DPAAT table in their checkpoint."""
+    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    out = _ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
+                          {**overrides, "train#trainer#key_train_metric": "$None"}))
+    assert "no key_train_metric" in out and "train_accu" not in _tb_tags(bundle / "eval")
+    assert {"adv_loss_adv", "epsilon"} <= _tb_tags(bundle / "eval")
+    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert sorted(saved) == ["adversarial", "model"]

@@ -144,6 +144,118 @@ def test_zoo_classification_robust_validation_in_an_evaluate_only_run(zoo_cls_ro
     assert "val_accu" in out and ROBUST.search(out), out[-3000:]
 
 
+# --- robust metrics reach the handlers listed before the robustness handler ------------------------------------------
+
+
+def _tb_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of the scalars in the TensorBoard event files under ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+class _Lines(logging.Handler):
+    """Collects the messages of a logger."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_their_stats_tensorboard_and_checkpoint_handlers_listed_first_see_the_robust_metrics(tmp_path, caplog):
+    """A bundle's evaluator as robust_validation.json builds it: their StatsHandler, TensorBoardStatsHandler and a
+    CheckpointSaver keyed on a robust metric attached *before* the robustness handler; all three see this epoch's
+    robust_* values at EPOCH_COMPLETED (before the fix the TB events had no robust tag and the saver a KeyError)."""
+    from ignite.metrics import Accuracy
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler, from_engine
+
+    net, loader = _cnn(), DataLoader(_cls_data(), batch_size=4)
+    theirs = [StatsHandler(iteration_log=False), TensorBoardStatsHandler(log_dir=str(tmp_path / "eval"),
+                                                                         iteration_log=False),
+              CheckpointSaver(save_dir=str(tmp_path / "models"), save_dict={"model": net}, save_key_metric=True,
+                              key_metric_name="robust_worst_case_accuracy")]
+    handler = RobustnessValidationHandler(max_samples=8, progress=False)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net,
+                                    key_val_metric={"val_accu": Accuracy(from_engine(["pred", "label"]))},
+                                    val_handlers=[*theirs, handler])
+    stats_lines = _Lines()
+    stats_logger = logging.getLogger("monai.handlers.StatsHandler")  # theirs: it does not propagate to caplog
+    stats_logger.addHandler(stats_lines)
+    try:
+        with caplog.at_level(logging.INFO):
+            evaluator.run()
+    finally:
+        stats_logger.removeHandler(stats_lines)
+    metrics = evaluator.state.metrics
+    keys = {"robust_clean_accuracy", "robust_10_pgd_accuracy", "robust_worst_case_accuracy"}
+    assert keys <= set(metrics)
+    scalars = _tb_scalars(tmp_path / "eval")
+    assert keys | {"val_accu"} <= set(scalars), sorted(scalars)
+    for key in keys:
+        assert scalars[key] == [(1, pytest.approx(metrics[key]))]
+    (line,) = [m for m in stats_lines.messages if "Epoch[1] Metrics -- " in m]
+    assert f"robust_worst_case_accuracy: {metrics['robust_worst_case_accuracy']:.4f}" in line and "val_accu" in line
+    (saved,) = (tmp_path / "models").glob("*.pt")
+    assert f"key_metric={metrics['robust_worst_case_accuracy']:.4f}" in saved.name
+    assert any("epoch 1 robustness: " in r.getMessage() for r in caplog.records)
+
+
+def test_tensorboard_listed_first_gets_the_robust_curve_on_the_due_epochs_of_training(tmp_path):
+    """Driven by a trainer (ValidationHandler), interval 2 of 3 epochs: the evaluator's TB handler, listed first,
+    plots the robust curve at epochs 2 and 3 (interval, final) and nothing stale at epoch 1."""
+    from monai.handlers import TensorBoardStatsHandler
+
+    net, loader = _cnn(), DataLoader(_cls_data(), batch_size=4)
+    tb = TensorBoardStatsHandler(log_dir=str(tmp_path), iteration_log=False)
+    handler = RobustnessValidationHandler(interval=2, max_samples=4, progress=False)
+    trainer, evaluator, _ = _train(net, loader, [], max_epochs=3, val_handlers=[tb, handler])
+    trainer.run()
+    scalars = _tb_scalars(tmp_path)
+    assert [step for step, _ in scalars["robust_10_pgd_accuracy"]] == [2, 3]
+    assert scalars["robust_worst_case_accuracy"][-1][1] == pytest.approx(
+        evaluator.state.metrics["robust_worst_case_accuracy"])
+
+
+class _NoLength:
+    """An iterable without ``len``: ignite learns the epoch length only when the first epoch's loader ends."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def test_without_an_epoch_length_it_falls_back_to_epoch_completed_and_says_so(caplog):
+    """A plain ignite engine over an iterable without ``len``: epoch 1 runs at EPOCH_COMPLETED (after a handler
+    attached before it, with one warning); from epoch 2 the length is known and that handler sees the values."""
+    from ignite.engine import Engine
+
+    loader = DataLoader(_cls_data(), batch_size=4)
+    data = _NoLength(list(loader))
+    engine = Engine(lambda e, batch: None)
+    seen = {}
+
+    @engine.on(Events.EPOCH_COMPLETED)  # attached before the robustness handler
+    def record(e):
+        seen[e.state.epoch] = _robust_keys(e.state.metrics)
+
+    RobustnessValidationHandler(data_loader=loader, network=_cnn(), max_samples=4, progress=False).attach(engine)
+    with caplog.at_level(logging.INFO, logger="monai_dpaat.handlers.robustness"):
+        engine.run(data, max_epochs=2)
+    keys = {"robust_clean_accuracy", "robust_10_pgd_accuracy", "robust_worst_case_accuracy"}
+    assert seen == {1: set(), 2: keys} and keys <= set(engine.state.metrics)
+    late = [r for r in caplog.records if r.levelno == logging.WARNING and "EPOCH_COMPLETED" in r.getMessage()]
+    assert len(late) == 1
+    assert [r.getMessage().split(" robustness:")[0] for r in caplog.records if "robustness:" in r.getMessage()] == \
+        ["epoch 1", "epoch 2"]
+
+
 # --- 5. the task inferred from the outputs --------------------------------------------------------------------------
 
 

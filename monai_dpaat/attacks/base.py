@@ -71,6 +71,9 @@ ValueRange = tuple[float, float] | str | None
 #: an L-inf budget above this fraction of the value range's width is legal but rarely meant (the usual one is
 #: 8/255); the L2 counterpart is the same fraction of the value-range box's diameter
 LARGE_BUDGET_FRACTION = 64 / 255
+#: an absolute L-inf ``eps`` below this fraction of the data's measured range is almost no perturbation: the
+#: sign of standardized (z-scored) or Hounsfield inputs given a budget meant for [0, 1] (8/255 there is 3 %)
+SMALL_BUDGET_FRACTION = 0.01
 
 
 class LargeBudgetWarning(UserWarning):
@@ -314,6 +317,7 @@ def with_eps_units(attack: "Attack", units: str = "range") -> "Attack":
     new = copy.copy(attack)
     new.eps_units = units
     new._warned_large_budget = False
+    new._warned_small_budget = False
     new._logged_units = False
     if attack.bounded:
         _check_budget(new.eps, "eps", prefix=f"{type(attack).__name__} (eps_units={units!r}): ")
@@ -391,6 +395,7 @@ class Attack:
         self.model_mode = model_mode
         self.generator = generator
         self._warned_large_budget = False
+        self._warned_small_budget = False
         # a fixed range bounds an L-inf eps now; "data" and L2 bounds need the batch: checked at the first call
         self._budget_checked = self.check_budget(eps, "eps")
 
@@ -418,6 +423,14 @@ class Attack:
         if fraction is None:
             return x is not None  # with a batch, no bound means none exists (e.g. constant samples)
         self._warned_large_budget = self._warned_large_budget or fraction > LARGE_BUDGET_FRACTION
+        if (name == "eps" and self.eps_units == "absolute" and self.value_range == "data" and x is not None
+                and 0 < fraction < SMALL_BUDGET_FRACTION and not self._warned_small_budget):
+            self._warned_small_budget = True
+            logger.warning("%s: eps=%.6g is %.2f%% of the widest sample's intensity range in this batch (%.4g): "
+                           "almost no perturbation, as when a budget meant for [0, 1] images meets standardized "
+                           "inputs; give it as a fraction of each sample's range (eps_units='range', bundle key "
+                           "adversarial_eps_units / robust_val_eps_units)", type(self).__name__, float(torch.as_tensor(value).max()),
+                           100 * fraction, budget_bound(self.value_range, x, self.norm)[0])
         return True
 
     def __repr__(self) -> str:
@@ -476,6 +489,7 @@ class Attack:
             new.alpha = alpha * (eps / old)
         new.eps = eps
         new._warned_large_budget = False
+        new._warned_small_budget = False
         new._budget_checked = new.check_budget(eps, "eps")
         return new
 

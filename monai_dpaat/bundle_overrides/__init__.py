@@ -4,7 +4,8 @@ They are installed with the package (``pip install``, editable or not), so a Mod
 absolute path after their own ``configs/train.json``; ``python -m monai_dpaat overrides [method]`` prints the
 paths and the ready ``python -m monai.bundle run`` command (see ``README.md`` in this folder for the keys)::
 
-    adversarial_train.json      AT by default; wraps train#dataset, sets train#trainer#iteration_update
+    adversarial_train.json      AT by default; wraps train#dataset, sets train#trainer#iteration_update, adds the
+                                method's state to their CheckpointSaver/CheckpointLoader
     methods/<name>.json         composed after it: at, sat, amat, dpaat, d-a, d-b
     robust_validation.json      robust_* metrics from validate#handlers
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 __all__ = ["OVERRIDES_DIR", "METHODS_DIR", "METHODS", "override_path", "config_files", "config_file_literal",
            "bundle_run_command", "shell_quote",
-           "resume", "TrainHandlers"]
+           "check_run", "resume", "TrainHandlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,22 +96,52 @@ def bundle_run_command(bundle_root: str | None = None, files: list[str] | None =
             f"--logging_file {shell_quote(root + '/configs/logging.conf')} --bundle_root {shell_quote(root)}")
 
 
-def resume(state_file: str, iteration: Any, network: Any = None, model_file: str | None = None) -> None:
-    """Load a method's per-sample state (the AMAT/DPAAT tables) written by :class:`TrainHandlers` and, with
-    ``network`` and ``model_file``, the network weights of the bundle's own ``CheckpointSaver`` (``model.pt``).
+def check_run(method: str | None, iteration: Any, methods_dir: str | None = None,
+              base: Sequence[str] = ("<their>/configs/train.json",)) -> None:
+    """The checks of a run with ``adversarial_train.json``, before any training: the one-line error hook
+    (:func:`monai_dpaat.error_hook.install`), the ``--key value`` overrides
+    (:func:`monai_dpaat.utils.check_overrides`) and that ``method`` (``adversarial_method``) names ``iteration``
+    (:func:`monai_dpaat.training.check_method`; ``None``: not checked). Called from the file's ``+initialize``
+    (early) and again by :meth:`TrainHandlers.attach`, since the Zoo's ``multi_gpu_train.json`` composed after the
+    file replaces ``initialize``. ``methods_dir`` defaults to the installed :data:`METHODS_DIR`."""
+    from monai_dpaat import error_hook
+    from monai_dpaat.training import check_method
+    from monai_dpaat.utils import check_overrides
 
-    Raises ``ValueError`` naming a file that does not exist."""
+    error_hook.install()
+    check_overrides()
+    if method is not None:
+        check_method(method, iteration, methods_dir=str(methods_dir or METHODS_DIR), key="adversarial_method",
+                     base=[*base, override_path("adversarial_train")])
+
+
+def resume(checkpoint_file: str, iteration: Any, network: Any = None, key: str = "adversarial") -> None:
+    """Load a method's per-sample state (the AMAT/DPAAT tables) from ``checkpoint_file[key]``, a checkpoint the
+    bundle's own ``CheckpointSaver`` wrote with :class:`TrainHandlers` in its ``save_dict``, and with ``network``
+    its network weights (``checkpoint_file["model"]``, or a bare state dict).
+
+    Raises ``FileNotFoundError`` naming a file that does not exist and ``ValueError`` naming one without ``key``."""
     from monai_dpaat.utils import load_weights, read_checkpoint
 
-    for path in (state_file, model_file if network is not None else None):
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"--adversarial_resume: checkpoint {path!r} does not exist")
-    state = read_checkpoint(state_file)
-    iteration.load_state_dict(state["method"])
-    if network is not None and model_file is not None:
-        load_weights(network, model_file)
-    logger.info("resumed the %s state from %s (saved after epoch %s)", type(iteration).__name__, state_file,
-                state.get("epoch"))
+    state = read_checkpoint(checkpoint_file, what="--adversarial_resume checkpoint")
+    if not isinstance(state, dict) or key not in state:
+        found = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"--adversarial_resume: checkpoint {checkpoint_file!r} has no {key!r} entry (found {found}): "
+                         "it was not saved by a run with adversarial_train.json")
+    iteration.load_state_dict(state[key])
+    if network is not None:
+        load_weights(network, checkpoint_file)
+    logger.info("resumed the %s state from %s[%r]", type(iteration).__name__, checkpoint_file, key)
+
+
+def _has_entry(path: str, key: str) -> bool:
+    """Whether the checkpoint at ``path`` exists and is a dict with ``key`` (what a loader may ask for)."""
+    from monai_dpaat.utils import read_checkpoint
+
+    if not os.path.isfile(path):
+        return False
+    state = read_checkpoint(path)
+    return isinstance(state, dict) and key in state
 
 
 class TrainHandlers:
@@ -118,56 +149,94 @@ class TrainHandlers:
     ``train#trainer#additional_metrics`` (MONAI calls ``attach(trainer, name)`` on each at construction), not of
     ``train#handlers``: the Model Zoo's ``multi_gpu_train.json`` slices that list per rank
     (``@train#handlers[: -2 if dist.get_rank() > 0 else None]``), and an appended entry would shift which of the
-    bundle's own handlers rank > 0 keeps.
+    bundle's own handlers rank > 0 keeps. At attach (the trainer's construction, in any composition order):
 
+    - :func:`check_run` (error hook, override keys, method), which the file's ``"initialize"`` entry also runs
+      but could lose (``multi_gpu_train.json`` composed last replaces that list);
     - an :class:`~monai_dpaat.handlers.adversarial_stats.AdversarialStatsHandler`: ``adv_*`` epoch metrics, which
       the bundle's ``StatsHandler`` / ``TensorBoardStatsHandler`` then log, and an ``epsilon`` histogram;
-    - after every epoch, on rank 0, ``{"method": iteration.state_dict(), "epoch": N}`` written atomically to
-      ``state_file``: the per-sample tables (AMAT, DPAAT) that the bundle's ``CheckpointSaver`` of the bare
-      network does not keep; :func:`resume` loads them back.
+    - the method (its ``state_dict``: the AMAT/DPAAT per-sample tables) added as ``checkpoint_key`` to the
+      ``save_dict`` of every MONAI ``CheckpointSaver`` among ``checkpoint_handlers``, so that their checkpoint
+      holds the tables of the same epoch as the weights (``{"model": ..., "adversarial": ...}``), and to the
+      ``load_dict`` of every ``CheckpointLoader`` there whose file has that entry (a plain weights file, e.g. a
+      standard pre-trained model, still loads; the method then starts fresh, logged);
+    - with ``resume``: :func:`resume` from ``resume_file`` (their ``model.pt``) before any epoch.
 
     Args:
         iteration: the training method (the trainer's ``iteration_update``).
         stats: the stats handler (``None``: none).
-        state_file: where the method's state goes (``None``: not saved).
-        resume: load ``state_file`` (and ``model_file`` into ``network``) before training, by :func:`resume`.
-        network, model_file: the bundle's network and its ``CheckpointSaver``'s file, for ``resume``.
+        checkpoint_handlers: the bundle's handlers (``train#handlers`` + ``validate#handlers``); the
+            ``CheckpointSaver`` / ``CheckpointLoader`` instances among them are extended, others ignored.
+        checkpoint_key: the method's entry in their checkpoints.
+        resume: load ``resume_file`` (the method's state and ``network``'s weights) before training.
+        network, resume_file: the bundle's network and the checkpoint to resume from.
+        method, methods_dir, base: the bundle key ``adversarial_method`` and where its method files are, for
+            :func:`check_run` (``method=None``: no method check).
     """
 
-    def __init__(self, iteration: Any, stats: Any = None, state_file: str | None = None, resume: bool = False,
-                 network: Any = None, model_file: str | None = None) -> None:
-        if resume and state_file is None:
-            raise ValueError("--adversarial_resume needs a state_file (adversarial_state_file)")
+    def __init__(self, iteration: Any, stats: Any = None, checkpoint_handlers: Sequence[Any] = (),
+                 checkpoint_key: str = "adversarial", resume: bool = False, network: Any = None,
+                 resume_file: str | None = None, method: str | None = None, methods_dir: str | None = None,
+                 base: Sequence[str] = ("<their>/configs/train.json",)) -> None:
+        if resume and resume_file is None:
+            raise ValueError("--adversarial_resume needs a checkpoint file (adversarial_resume_file)")
+        if not isinstance(checkpoint_key, str) or not checkpoint_key:
+            raise ValueError(f"adversarial_checkpoint_key must be a non-empty string, got {checkpoint_key!r}")
         self.iteration = iteration
         self.stats = stats
-        self.state_file = state_file
+        self.checkpoint_handlers = list(checkpoint_handlers or ())
+        self.checkpoint_key = checkpoint_key
         self.resume = bool(resume)
         self.network = network
-        self.model_file = model_file
+        self.resume_file = resume_file
+        self.method = method
+        self.methods_dir = str(methods_dir or METHODS_DIR)
+        self.base = list(base)
+        self.attached = False
+
+    def __call__(self, engine: Any, batchdata: Any) -> Any:
+        """The trainer's ``iteration_update``: the method's iteration. MONAI attaches ``additional_metrics`` only
+        to a trainer with a ``key_train_metric`` (2 of the 27 Model Zoo train configs have none): then this
+        attaches at the first iteration, before the method's first step, with the same effect."""
+        if not self.attached:
+            logger.info("train#trainer has no key_train_metric, so MONAI did not attach additional_metrics: "
+                        "the adversarial handlers attach at the first iteration")
+            self.attach(engine)
+        return self.iteration(engine, batchdata)
 
     def attach(self, engine: Any, name: str | None = None) -> None:
         """Attach to the trainer (``name``: the ``additional_metrics`` key, unused)."""
-        from ignite.engine import Events
-
-        if self.resume:  # at attach (the trainer's construction): before any epoch, on every rank that has it
-            resume(self.state_file, self.iteration, network=self.network, model_file=self.model_file)
+        started = engine.state.iteration > 0 or engine.state.epoch > 0  # the late path of __call__
+        self.attached = True
+        check_run(self.method, self.iteration, self.methods_dir, self.base)
+        if self.resume:  # before the method's first step, on every rank that has it
+            resume(self.resume_file, self.iteration, network=self.network, key=self.checkpoint_key)
         if self.stats is not None:
             self.stats.attach(engine)
-        if self.state_file is not None:
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_state)
+            if started:  # its EPOCH_STARTED reset of this epoch has passed
+                self.stats.epoch_started(engine)
+        self.extend_checkpoints(loaded=started)
 
-    def save_state(self, engine: Any) -> None:
-        import torch
+    def extend_checkpoints(self, loaded: bool = False) -> None:
+        """Add the method to their savers' ``save_dict`` and (where the file has it) loaders' ``load_dict``;
+        ``loaded``: their loaders have already run (the trainer's STARTED event), so load the entry now."""
+        from monai.handlers import CheckpointLoader, CheckpointSaver
 
-        from monai_dpaat.atomic_io import atomic_write
-        from monai_dpaat.conventions import plain_tensor
+        key = self.checkpoint_key
+        for handler in self.checkpoint_handlers:
+            # MONAI's handlers keep these dicts as public attributes and read them at every save / at load
+            if isinstance(handler, CheckpointSaver):
+                if key in handler.save_dict and handler.save_dict[key] is not self.iteration:
+                    raise ValueError(f"their CheckpointSaver already saves an entry {key!r}; set "
+                                     "adversarial_checkpoint_key to another name")
+                handler.save_dict[key] = self.iteration
+            elif isinstance(handler, CheckpointLoader):
+                if _has_entry(handler.load_path, key) and loaded:
+                    from monai_dpaat.utils import read_checkpoint
 
-        import ignite.distributed as idist
-
-        if idist.get_rank() > 0:
-            return
-        # plain tensors (a MetaTensor value would not load with weights_only=True)
-        method = {key: plain_tensor(value) for key, value in self.iteration.state_dict().items()}
-        state = {"method": method, "epoch": int(engine.state.epoch)}
-        os.makedirs(os.path.dirname(os.path.abspath(self.state_file)), exist_ok=True)
-        atomic_write(self.state_file, lambda f: torch.save(state, f))
+                    self.iteration.load_state_dict(read_checkpoint(handler.load_path)[key])
+                elif _has_entry(handler.load_path, key):
+                    handler.load_dict[key] = self.iteration
+                else:
+                    logger.info("%s has no %r entry: the %s state starts fresh", handler.load_path, key,
+                                type(self.iteration).__name__)

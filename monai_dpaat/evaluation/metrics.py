@@ -28,7 +28,6 @@ from monai.metrics import (
     MeanIoU,
     compute_average_precision,
     compute_confusion_matrix_metric,
-    get_confusion_matrix,
 )
 from monai.networks.utils import one_hot
 
@@ -41,6 +40,7 @@ __all__ = [
     "accuracy",
     "confusion_matrix",
     "macro_precision_recall_f1",
+    "scores_from_confusion",
     "average_precision",
     "mean_average_precision",
     "classification_summary",
@@ -94,6 +94,8 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(K, K)`` int64 matrix: entry ``[i, j]`` counts samples of true class ``i`` predicted as ``j``."""
     predictions, labels = _as_index(predictions, "predictions"), _as_index(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     for name, t in (("predictions", predictions), ("labels", labels)):
@@ -103,24 +105,41 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro (unweighted class mean) precision, recall and F1 of a ``(K, K)`` confusion matrix
+    (entry ``[i, j]``: samples of true class ``i`` predicted as ``j``, as :func:`confusion_matrix` gives).
+
+    The per-class scores come from MONAI's :func:`monai.metrics.compute_confusion_matrix_metric` on the
+    one-vs-rest counts ``(K, 4)`` = tp, fp, tn, fn. Classes that are neither present nor predicted are left out
+    of the mean; 0/0 precision or recall counts as 0 (scikit-learn's ``f1_score(average="macro")`` with
+    ``zero_division=0``). All NaN when the matrix is empty.
+    """
+    confusion = torch.as_tensor(confusion).detach().cpu().double()
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion must be a (K, K) matrix, got shape {tuple(confusion.shape)}")
+    total = confusion.sum()
+    if total == 0:
+        return dict.fromkeys(("accuracy", "precision", "recall", "f1"), float("nan"))
+    tp = confusion.diagonal()
+    fp, fn = confusion.sum(0) - tp, confusion.sum(1) - tp
+    counts = torch.stack([tp, fp, total - tp - fp - fn, fn], dim=1)  # (K, 4), MONAI's order
+    seen = (tp + fp + fn) > 0
+    out = {"accuracy": float(tp.sum() / total)}
+    for key, monai_name in (("precision", "precision"), ("recall", "recall"), ("f1", "f1 score")):
+        per_class = torch.nan_to_num(compute_confusion_matrix_metric(monai_name, counts), nan=0.0)
+        out[key] = float(per_class[seen].mean())
+    return out
+
+
 def macro_precision_recall_f1(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Macro (unweighted class mean) precision, recall and F1 from MONAI's per-class confusion counts.
+    """Macro (unweighted class mean) precision, recall and F1 (:func:`scores_from_confusion` of the
+    :func:`confusion_matrix`).
 
     ``predictions``/``labels``: ``(N,)`` class indices. Classes that are neither present nor predicted are
     left out of the mean; 0/0 precision or recall counts as 0 (scikit-learn's ``zero_division=0``).
     """
-    predictions, labels = _as_index(predictions, "predictions"), _as_index(labels)
-    if labels.numel() == 0:
-        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
-    pred_oh = one_hot(predictions.cpu()[:, None], num_classes, dim=1)
-    label_oh = one_hot(labels.cpu()[:, None], num_classes, dim=1)
-    counts = get_confusion_matrix(pred_oh, label_oh, include_background=True).sum(0)  # (K, 4): tp fp tn fn
-    seen = (counts[:, 0] + counts[:, 1] + counts[:, 3]) > 0
-    out = {}
-    for key, monai_name in (("precision", "precision"), ("recall", "recall"), ("f1", "f1 score")):
-        per_class = torch.nan_to_num(compute_confusion_matrix_metric(monai_name, counts), nan=0.0)
-        out[key] = float(per_class[seen].double().mean()) if seen.any() else float("nan")
-    return out
+    scores = scores_from_confusion(confusion_matrix(predictions, labels, num_classes))
+    return {key: scores[key] for key in ("precision", "recall", "f1")}
 
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:

@@ -1,7 +1,7 @@
 """Robustness validation inside MONAI training: every N epochs and on the final epoch (and on every run of a
 standalone evaluator) run an attack suite and publish the results as ``robust_*`` entries of
-``engine.state.metrics`` (``TensorBoardStatsHandler`` and ``StatsHandler`` then log the clean and robust curves
-together)."""
+``engine.state.metrics`` before the epoch completes (``TensorBoardStatsHandler`` and ``StatsHandler``, wherever they
+are listed, then log the clean and robust curves together)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import inspect
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["RobustnessValidationHandler", "metric_key", "default_attacks", "driving_engine"]
+__all__ = ["RobustnessValidationHandler", "metric_key", "default_attacks", "driving_engine",
+           "last_iteration_of_epoch", "unsharded"]
 
 #: the label of the default attack (:func:`default_attacks`): ``robust_10_pgd_accuracy`` / ``robust_10_pgd_dice``
 DEFAULT_LABEL = "10-PGD"
@@ -64,6 +66,27 @@ def driving_engine(engine: Engine) -> Engine | None:
         del frame  # no reference cycle through the frames
 
 
+def unsharded(loader: Any) -> Any:
+    """``loader`` itself, or, when it reads through a ``DistributedSampler`` (a Model Zoo ``multi_gpu_*.json``),
+    a loader over its whole dataset in order with the same batch size and collate function: robust validation
+    runs on rank 0 only (their ``val_handlers`` are ``None`` elsewhere) and would otherwise see rank 0's share
+    while their clean metrics are reduced over all ranks."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    if not isinstance(getattr(loader, "sampler", None), DistributedSampler):
+        return loader
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False, collate_fn=loader.collate_fn,
+                      num_workers=loader.num_workers)
+
+
+def last_iteration_of_epoch(engine: Engine, event: int | None = None) -> bool:
+    """Ignite event filter: whether ``engine`` is at the last iteration of its epoch (``state.iteration`` a
+    multiple of ``state.epoch_length``; ignite's iteration counter is global over epochs, a MONAI evaluator's
+    restarts at every run). False while the epoch length is unknown (a loader without ``len``, first epoch)."""
+    length = engine.state.epoch_length
+    return length is not None and length > 0 and engine.state.iteration % length == 0
+
+
 class RobustnessValidationHandler:
     """Run a :class:`~monai_dpaat.evaluation.RobustnessEvaluator` on the epochs of training it is due and write
     the selected table cells to ``engine.state.metrics``.
@@ -76,10 +99,12 @@ class RobustnessValidationHandler:
     - on every run of an evaluator that no trainer drives (an evaluate-only run, ``evaluator.run()``).
 
     Keys (see :func:`metric_key`): ``robust_clean_accuracy``, ``robust_10_pgd_accuracy``, ...,
-    ``robust_worst_case_accuracy`` (classification; ``*_dice`` etc. for segmentation). Attach it *before*
-    ``TensorBoardStatsHandler``/``StatsHandler`` on the same engine (in a bundle, list it first): handlers of
-    an event run in attach order. Keys are removed at the start of epochs it does not run on, so no stale
-    value is logged. Each run logs one INFO line ``epoch <e> robustness: <key>=<value>, ... (<s> s)``.
+    ``robust_worst_case_accuracy`` (classification; ``*_dice`` etc. for segmentation). They are written on the
+    epoch's last ``ITERATION_COMPLETED`` (see :meth:`attach`), so every ``EPOCH_COMPLETED`` handler of the engine
+    (``StatsHandler``, ``TensorBoardStatsHandler``, a ``CheckpointSaver`` keyed on a robust metric) sees them,
+    whether it is listed before or after this one (a bundle appending this handler to their ``validate#handlers``).
+    Keys are removed at the start of epochs it does not run on, so no stale value is logged. Each run logs one
+    INFO line ``epoch <e> robustness: <key>=<value>, ... (<s> s)``.
 
     Args:
         attacks: ``None`` (default: :func:`default_attacks`, one 10-step PGD at ``eps``, labelled ``"10-PGD"``), a
@@ -134,10 +159,25 @@ class RobustnessValidationHandler:
         self.report_dir = report_dir
         self.last_result: RobustnessResult | None = None
         self.logger = logging.getLogger(__name__)
+        self._pending: weakref.WeakSet = weakref.WeakSet()  # engines whose current epoch is due and not yet run
+        self._warned_late = False
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._clear)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        """Decide at ``EPOCH_STARTED`` whether the epoch is due (:meth:`due`), run on its last
+        ``ITERATION_COMPLETED``, and at ``EPOCH_COMPLETED`` only if that did not happen (the epoch length unknown
+        until the loader ended, or the epoch terminated early; a warning says so once).
+
+        Why the last iteration: ignite runs an event's handlers in attach order, and a bundle override appends
+        this handler after their ``StatsHandler``/``TensorBoardStatsHandler``, which log at ``EPOCH_COMPLETED``.
+        Ignite has no public way to run a handler first, and an ignite ``Metric`` would also complete at
+        ``EPOCH_COMPLETED`` and need their ``key_val_metric``/``additional_metrics`` edited (metrics attach before
+        handlers). Nothing clears ``state.metrics`` between the last iteration and the epoch's end, and ignite
+        leaves the loop at ``epoch_length`` without asking its loader for another batch, so the suite can iterate
+        the same loader there.
+        """
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=last_iteration_of_epoch), self._run_pending)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def due(self, engine: Engine) -> bool:
         """Whether this epoch of ``engine`` gets robust validation (see the class docstring)."""
@@ -148,10 +188,29 @@ class RobustnessValidationHandler:
         final = self.final_epoch and state.max_epochs is not None and state.epoch >= state.max_epochs
         return state.epoch % self.interval == 0 or final
 
-    def _clear(self, engine: Engine) -> None:
-        if not self.due(engine):
-            for key in [k for k in engine.state.metrics if k.startswith(self.prefix)]:
-                del engine.state.metrics[key]
+    def _epoch_started(self, engine: Engine) -> None:
+        # decided once per epoch, while the driving trainer is on the call stack; the mark is ours (a weak set of
+        # engines), nothing is written to the engine but its metrics
+        if self.due(engine):
+            self._pending.add(engine)
+            return
+        self._pending.discard(engine)
+        for key in [k for k in engine.state.metrics if k.startswith(self.prefix)]:
+            del engine.state.metrics[key]
+
+    def _run_pending(self, engine: Engine) -> None:
+        if engine in self._pending:
+            self._pending.discard(engine)
+            self.run(engine)
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        if engine in self._pending and not self._warned_late:
+            self._warned_late = True
+            self.logger.warning(
+                "robust validation runs at EPOCH_COMPLETED (the epoch length is not known before the loader ends, "
+                "or the epoch was terminated): handlers attached before it log this epoch without the %s* metrics",
+                self.prefix)
+        self._run_pending(engine)
 
     def _metrics(self, task: str) -> tuple[str, ...]:
         if self.metrics is not None:
@@ -159,8 +218,12 @@ class RobustnessValidationHandler:
         return ("accuracy",) if task == "classification" else ("dice",)
 
     def __call__(self, engine: Engine) -> None:
-        if not self.due(engine):
-            return
+        """Run the suite on ``engine`` if this epoch is due (:meth:`due`); a handler to call from any event."""
+        if self.due(engine):
+            self.run(engine)
+
+    def run(self, engine: Engine) -> None:
+        """Run the suite now and write the selected cells to ``engine.state.metrics`` (see the class docstring)."""
         network = self.network if self.network is not None else getattr(engine, "network", None)
         if network is None:
             raise ValueError("RobustnessValidationHandler needs a network: pass network= or attach to a MONAI engine")
@@ -168,7 +231,7 @@ class RobustnessValidationHandler:
         if loader is None:
             raise ValueError("RobustnessValidationHandler needs a data_loader (the engine has none)")
         start = time.perf_counter()
-        result = self.evaluator(network, loader)
+        result = self.evaluator(network, unsharded(loader))
         self.last_result = result
         metrics = self._metrics(result.task)
         for row, values in result.rows.items():

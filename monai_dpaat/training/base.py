@@ -43,6 +43,7 @@ import torch
 
 from monai_dpaat.attacks import Attack, check_budget
 from monai_dpaat.attacks.base import LARGE_BUDGET_FRACTION
+from monai_dpaat.conventions import plain_tensor
 
 from .utils import AdvKeys, all_gather_cat, attack_network, batch_indices, resolve_attack, unpack_batch
 
@@ -296,7 +297,7 @@ class PerSampleEpsilonMixin:
         self.epsilon[pairs[:, 0].long()] = pairs[:, 1].to(self.epsilon.dtype)
 
     def _table_state(self) -> dict[str, torch.Tensor]:
-        return {"epsilon": self.epsilon.clone()}
+        return {"epsilon": plain_tensor(self.epsilon).clone()}
 
     def _load_table(self, state: Mapping[str, Any]) -> None:
         if "epsilon" not in state:

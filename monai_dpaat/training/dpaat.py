@@ -10,7 +10,7 @@ import torch
 
 from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
 from .losses import symmetric_kl
-from monai_dpaat.conventions import per_sample_losses, primary_output
+from monai_dpaat.conventions import per_sample_losses, plain_tensor, primary_output
 
 from .utils import AdvKeys, all_reduce_sum
 
@@ -254,9 +254,9 @@ class DPAATIteration(PerSampleEpsilonMixin, AdversarialIteration):
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
             **self._table_state(),
-            "running_mean": self.running_mean.clone(),
-            "running_var": self.running_var.clone(),
-            "num_updates": self.num_updates.clone(),
+            "running_mean": plain_tensor(self.running_mean).clone(),
+            "running_var": plain_tensor(self.running_var).clone(),
+            "num_updates": plain_tensor(self.num_updates).clone(),
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:

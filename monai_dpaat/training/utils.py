@@ -146,7 +146,11 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 def all_gather_cat(values: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``values`` (first dims may differ) from all ranks in rank order; identity when single-process."""
+    """Concatenate ``values`` (first dims may differ) from all ranks in rank order; identity when single-process.
+
+    Gathered as a plain tensor: slicing the gathered rows of a MetaTensor (``evenly_divisible_all_gather``
+    trims each rank's padding) makes MONAI collate its batched metadata, which fails (``Inconsistent batched
+    metadata dicts``) for values computed from a bundle's MetaTensor batches."""
     if not distributed_ready():
         return values
-    return evenly_divisible_all_gather(values, concat=True).to(values.device)
+    return evenly_divisible_all_gather(plain_tensor(values), concat=True).to(values.device)
