@@ -49,7 +49,7 @@ from monai_dpaat.utils import (UnsafeConfigError, build_network_config, bundle_c
                                read_config_file, read_network_config, run_bundle, unique_keys)
 
 __all__ = ["CLIError", "UnsafeConfigError", "robustness", "robustness_bundle", "demo", "gradcam", "combine",
-           "presets", "overrides", "main", "COMMANDS", "BUNDLE_KEYS",
+           "presets", "overrides", "reproduce", "main", "COMMANDS", "BUNDLE_KEYS",
            "BUNDLE_ONLY_FLAGS", "NETWORK_FLAGS", "default_data_dir", "load_network", "attack_configs",
            "parse_eps_list", "parse_command_line", "check_output_dir", "check_config_is_safe"]
 
@@ -713,14 +713,57 @@ def overrides(*method: str, bundle: str | None = None, robust_validation: bool =
     print(bundle_overrides.bundle_run_command(root, files))
 
 
+#: ``reproduce <paper>``: the paper's name -> the module whose ``run(scale, output_dir, data, seeds)`` reproduces it
+PAPERS = {"dpaat": "monai_dpaat.reproduce.dpaat", "unet-attacks": "monai_dpaat.reproduce.unet_attacks"}
+
+
+def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results", data: str | None = None,
+              seeds: int | None = None) -> None:
+    """Reproduce a paper's tables, the published numbers beside ours (mean ± std over seeds, the difference, a
+    paired test), written to ``OUTPUT_DIR/<paper>_<scale>.{json,md}`` (``-`` as ``_``) with the command, commit and
+    machine.
+
+    Args:
+        paper: ``dpaat`` (Li et al. 2024, HAM10000, six CNNs x five methods) or ``unet-attacks`` (Koishiyeva et al.
+            2025, UNet vs Residual-Attention UNet++ under eight attacks).
+        scale: ``smoke`` (minutes, for tests), ``quick`` (under an hour on 2 CPU cores, every reduction stated)
+            or ``paper`` (the papers' settings, for a GPU and the full data).
+        output_dir: where the results go.
+        data: the data folder (default: the sample data next to the checkout, ``../shared/data``).
+        seeds: number of seeds (default: the scale's, 3 at ``quick``).
+    """
+    import importlib
+
+    from monai_dpaat.reproduce import check_scale
+
+    if len(paper) != 1:
+        raise CLIError(f"reproduce: give one paper, one of {list(PAPERS)} (e.g. reproduce dpaat --scale smoke)")
+    paper = str(paper[0])
+    if paper not in PAPERS:
+        close = difflib.get_close_matches(paper, list(PAPERS), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CLIError(f"reproduce: unknown paper {paper!r}; expected one of {list(PAPERS)}{hint}")
+    try:
+        check_scale(scale)
+        if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+            raise ValueError(f"--seeds must be a whole number >= 1, got {seeds!r}")
+    except ValueError as err:
+        raise CLIError(f"reproduce: {err}") from None
+    name = f"{paper.replace('-', '_')}_{scale}"
+    importlib.import_module(PAPERS[paper]).run(scale=scale, output_dir=output_dir, data=data, seeds=seeds, name=name)
+    for suffix in (".md", ".json"):
+        print(Path(output_dir) / f"{name}{suffix}")
+
+
 COMMANDS = {"robustness": robustness, "demo": demo, "gradcam": gradcam, "combine": combine, "presets": presets,
-            "overrides": overrides}
+            "overrides": overrides, "reproduce": reproduce}
 SUMMARIES = {"robustness": "evaluate a model (a bundle's, or a network config's) under an attack suite",
              "demo": "train the HAM10000 bundle's quick STD run, evaluate it and write the report",
              "gradcam": "Grad-CAM grids comparing models on the same HAM10000 images",
              "combine": "merge report.json files into one table per metric",
              "presets": "list the attack presets and their attacks",
-             "overrides": "print the override files (and the monai.bundle command) adding DPAAT to any bundle"}
+             "overrides": "print the override files (and the monai.bundle command) adding DPAAT to any bundle",
+             "reproduce": "reproduce a paper's tables (dpaat, unet-attacks) beside the published numbers"}
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -50,6 +50,82 @@ def test_restarts_only_add_successes_and_match_torchattacks(ham):
     assert abs(accuracy(net, one, y) - accuracy(net, ref, y)) <= 2 / len(y)
 
 
+# --------------------------------------------------------------------------- parity with the reference
+class RecordingAPGD(APGD):
+    """APGD that keeps what each run returns ``(x_best, fooled, loss_best, x_best_adv)``, for the tests."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runs = []
+
+    def attack_single_run(self, *args):
+        out = super().attack_single_run(*args)
+        self.runs.append(out)
+        return out
+
+
+def reference_problem():
+    """A fixed tanh MLP, 10 classes, 16 RGB 8x8 images in [0, 1] labelled with its clean predictions; its
+    DLR values stay in [-1, 1] (no near-tied logits, whose tiny denominators would amplify rounding)."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.Tanh(), nn.Linear(32, 10)).eval()
+    with torch.no_grad():
+        net[3].weight.mul_(4)
+        x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(105))
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_matches_torchattacks_best_loss_and_images(loss):
+    """20 steps from the same random start (both draw it from torch's global RNG, seed 0): the same highest loss
+    per sample and the same returned images as torchattacks.APGD (= auto-attack's autopgd_base). Before this
+    matched, the first step-size check compared the first step's loss with the start point's loss (the
+    reference compares it with its loss buffer's unfilled, zero last row): DLR best losses here were off by up
+    to 0.0076; and never-fooled samples were returned at their highest-loss point instead of the clean input
+    (images off by 2 * eps)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = reference_problem()
+    eps = 16 / 255
+    ours = RecordingAPGD(eps=eps, steps=20, loss=loss, value_range=(0, 1))
+    reference = torchattacks.APGD(net, eps=eps, steps=20, loss=loss, seed=0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        adv = ours(net, x, y)
+        torch.manual_seed(0)
+        _, ref_fooled, ref_loss, _ = reference.attack_single_run(x, y)
+        ref_adv = reference(x, y)  # reseeds with seed 0 itself
+    _, fooled, best_loss, _ = ours.runs[0]
+    assert 0 < int(fooled.sum()) < len(y), "some samples fooled, some not: both return rules are exercised"
+    assert torch.equal(fooled, ~ref_fooled)  # the reference returns "still correct"
+    assert torch.allclose(best_loss, ref_loss, atol=1e-5, rtol=1e-5), (best_loss - ref_loss).abs().max()
+    assert (adv - ref_adv).abs().max() < 1e-6, (adv - ref_adv).abs().max()
+    assert torch.equal(adv[~fooled], x[~fooled]), "never-fooled samples come back clean"
+
+
+def test_first_step_size_check_compares_with_the_unfilled_loss_slot():
+    """The reference's first oscillation window starts at row -1 of its zero-initialised loss buffer: with DLR
+    on a sample that stays correctly classified (DLR < 0) the first step never counts as an increase, so at
+    most k - 1 = 3 of k = 4 steps count and the step size is halved at the first check (20 steps: after
+    iteration 3) even when every step increased the loss. Comparing with the start loss instead counts 4
+    increases and keeps the step."""
+    net, x, y = reference_problem()
+
+    class StepRecorder(RecordingAPGD):
+        def _step(self, adv, grad, step_size):
+            self.step_sizes.append(step_size.flatten().clone())
+            return super()._step(adv, grad, step_size)
+
+    attack = StepRecorder(eps=2 / 255, steps=20, loss="dlr", value_range=(0, 1),
+                          generator=torch.Generator().manual_seed(0))
+    attack.step_sizes = []
+    attack(net, x, y)
+    _, fooled, _, _ = attack.runs[0]
+    assert (~fooled).sum() >= 8, "the check needs samples that stay correctly classified"
+    halved_at_first_check = attack.step_sizes[4] < attack.step_sizes[3]
+    assert halved_at_first_check[~fooled].all(), "every never-fooled sample: step halved at the first check"
+
+
 # --------------------------------------------------------------------------- algorithm pieces
 def test_checkpoint_schedule_matches_croce_hein():
     # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), x 100 iterations
@@ -82,18 +158,23 @@ def test_dlr_needs_three_classes_and_classification_outputs():
         APGD(loss="hinge")
 
 
-def test_unfooled_sample_gets_the_highest_loss_point_not_the_clean_image():
+def test_unfooled_sample_gets_the_clean_image_and_the_run_finds_the_highest_loss_point():
     # linear 2-class model with a huge margin: no point in the ball is misclassified and the CE is
-    # maximised exactly at the corner x - eps * sign(w)
+    # maximised exactly at the corner x - eps * sign(w). As the reference implementation (its x_best_adv is
+    # only copied out where the sample was fooled) the attack returns the clean input; the run itself still
+    # finds the highest-loss point. (Returning that point instead, as before, moved mARP and loss rows.)
     torch.manual_seed(0)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
     with torch.no_grad():
         lin[1].bias.copy_(torch.tensor([10.0, 0.0]))
     x = torch.rand(3, 3, 4, 4) * 0.5 + 0.25
     y = torch.zeros(3, dtype=torch.long)
-    adv = APGD(eps=0.05, steps=20, value_range=None)(lin, x, y)
+    attack = RecordingAPGD(eps=0.05, steps=20, value_range=None)
+    adv = attack(lin, x, y)
+    assert torch.equal(adv, x)
     w = (lin[1].weight[0] - lin[1].weight[1]).reshape(1, 3, 4, 4)
-    assert torch.allclose(adv, x - 0.05 * w.sign(), atol=1e-6)
+    x_best, fooled, _, _ = attack.runs[0]
+    assert not fooled.any() and torch.allclose(x_best, x - 0.05 * w.sign(), atol=1e-6)
 
 
 def test_per_sample_eps_and_3d_inputs_and_l2():
@@ -103,13 +184,21 @@ def test_per_sample_eps_and_3d_inputs_and_l2():
     with torch.no_grad():
         y = net3d(x).argmax(1)  # correctly classified at the start, so the attack has work to do
     eps = torch.tensor([0.0, 0.02, 0.1])
-    adv = APGD(eps=eps, steps=5, loss="dlr")(net3d, x, y)
-    linf = (adv - x).flatten(1).abs().amax(1)
+    attack = RecordingAPGD(eps=eps, steps=5, loss="dlr")
+    adv = attack(net3d, x, y)
     assert adv.shape == x.shape
-    assert linf[0] == 0 and (linf <= eps + 1e-6).all() and linf[2] > 0.02
-    adv2 = APGD(eps=0.5, norm="L2", steps=5)(net3d, x, torch.nn.functional.one_hot(y, 3).float())
-    assert (adv2 != x).any()
-    assert ((adv2 - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    # never-fooled samples come back clean (as the reference), so the per-sample budgets are checked on the
+    # points the run reached: its highest-loss points
+    searched = attack.runs[0][0]
+    for points in (adv, searched):
+        linf = (points - x).flatten(1).abs().amax(1)
+        assert linf[0] == 0 and (linf <= eps + 1e-6).all()
+    assert (searched - x).flatten(1).abs().amax(1)[2] > 0.02
+    l2 = RecordingAPGD(eps=0.5, norm="L2", steps=5)
+    adv2 = l2(net3d, x, torch.nn.functional.one_hot(y, 3).float())
+    assert (l2.runs[0][0] != x).any()
+    for points in (adv2, l2.runs[0][0]):
+        assert ((points - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
 
 
 def test_sigmoid_binary_classifier_model_state_and_no_grad():

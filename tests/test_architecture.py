@@ -19,7 +19,7 @@ LAYERS = {
     "attacks": 1, "networks": 1, "data": 1,
     "training": 2,
     "evaluation": 3,
-    "handlers": 4, "bundle_overrides": 4,
+    "handlers": 4, "bundle_overrides": 4, "reproduce": 4,
     "cli": 5, "__main__": 5, "__init__": 5,
 }
 

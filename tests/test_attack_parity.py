@@ -2,8 +2,9 @@
 [0, 1] (``value_range=(0, 1)``), same hyper-parameters, same fixed CNN -> the same adversarial images.
 
 torchattacks is only a test reference here (``pytest.importorskip``), never imported by the package.
-DI's random transform cannot match (torchattacks draws its random numbers in another order and uses the
-last axis' size for every axis), so DI/TI are compared with DI switched off.
+DI's random transform draws its random numbers in torchattacks' order (size, top pad, left pad, then the
+``diversity_prob`` coin) from torch's global RNG when no generator is given, so on square input DI-FGSM and
+TI-FGSM match torchattacks with DI switched on too, under the same seed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_dpaat.attacks import DIFGSM, FGSM, IFGSM, MIFGSM, NIFGSM, PGD, PGDL2, SINIFGSM, TIFGSM, GaussianNoise
-from monai_dpaat.attacks.transforms import gaussian_smooth
+from monai_dpaat.attacks.transforms import gaussian_smooth, input_diversity
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -111,8 +112,7 @@ def test_pgdl2_with_random_start_matches_torchattacks_pgdl2_under_the_same_seed(
 
 
 def test_tifgsm_without_input_diversity_matches_torchattacks_tifgsm(problem):
-    """TI-FGSM with DI switched off (torchattacks draws DI's random numbers in another order, so only the
-    deterministic part can match): the smoothed-gradient steps are the same."""
+    """TI-FGSM with DI switched off, the deterministic part alone: the smoothed-gradient steps are the same."""
     ours = TIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0, kernel_length=7, value_range=(0, 1))
     a, b = run_both(problem, ours, torchattacks.TIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0,
                     len_kernel=7, nsig=3, decay=0.0, random_start=False)
@@ -124,6 +124,69 @@ def test_difgsm_without_input_diversity_matches_torchattacks_difgsm(problem):
     a, b = run_both(problem, ours, torchattacks.DIFGSM, eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.0,
                     decay=0.5)
     assert max_diff(a, b) < TOL, f"DI-FGSM differs from torchattacks.DIFGSM by {max_diff(a, b)}"
+
+
+@pytest.mark.parametrize("diversity_prob", [0.5, 1.0])
+def test_difgsm_with_input_diversity_matches_torchattacks_difgsm_under_the_same_seed(problem, diversity_prob):
+    """One random size for both sides, then random top/left pads and the coin, from the same global RNG state:
+    the same transformed inputs every step, so the same images (the per-axis draws used before did not match)."""
+    ours = DIFGSM(eps=EPS, alpha=ALPHA, steps=10, diversity_prob=diversity_prob, decay=0.5, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.DIFGSM, seed=3, eps=EPS, alpha=ALPHA, steps=10,
+                    diversity_prob=diversity_prob, decay=0.5)
+    assert max_diff(a, b) < TOL, f"DI-FGSM differs from torchattacks.DIFGSM by {max_diff(a, b)}"
+
+
+def test_tifgsm_with_input_diversity_matches_torchattacks_tifgsm_under_the_same_seed(problem):
+    ours = TIFGSM(eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.5, kernel_length=7, value_range=(0, 1))
+    a, b = run_both(problem, ours, torchattacks.TIFGSM, seed=6, eps=EPS, alpha=ALPHA, steps=STEPS, diversity_prob=0.5,
+                    len_kernel=7, nsig=3, decay=0.0, random_start=False)
+    assert max_diff(a, b) < TOL, f"TI-FGSM (with DI) differs from torchattacks.TIFGSM by {max_diff(a, b)}"
+
+
+@pytest.mark.parametrize("resize_rate", [0.9, 0.7, 1.25])
+def test_input_diversity_equals_torchattacks_transform_call_by_call(resize_rate):
+    """The transform alone, 200 calls from the same global RNG state: exactly torchattacks' output each time,
+    shrinking (pad back to the size) and enlarging (pad to floor(rate * size))."""
+    reference = torchattacks.DIFGSM(nn.Identity(), resize_rate=resize_rate, diversity_prob=0.5)
+    x = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0)) + 0.1  # > 0: content visible
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        ours = [input_diversity(x, None, resize_rate, 0.5)[0] for _ in range(200)]
+        torch.manual_seed(11)
+        theirs = [reference.input_diversity(x) for _ in range(200)]
+    assert all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert 60 < sum(not torch.equal(a, x) for a in ours) < 140, "about half the calls must transform"
+
+
+def _content_extent(out: torch.Tensor) -> tuple[int, ...]:
+    """Per spatial axis, how many positions hold resized content (the zero padding excluded; input > 0)."""
+    inside = out[0, 0] != 0
+    return tuple(int(inside.any(dim=tuple(d for d in range(inside.ndim) if d != a)).sum()) for a in range(inside.ndim))
+
+
+@pytest.mark.parametrize("spatial,resize_rate", [((32, 32), 0.9), ((32, 32), 1.2), ((12, 12, 12), 0.8), ((40,), 0.9)])
+def test_input_diversity_keeps_square_inputs_square_every_call(spatial, resize_rate):
+    """Xie et al. / torchattacks: one random size for every spatial axis (drawing each axis on its own, as
+    before, kept 2-D 32x32 inputs square in only ~25 % of the transformed calls)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, *spatial, generator=g) + 0.1
+    extents = [_content_extent(input_diversity(x, None, resize_rate, 1.0, g)[0]) for _ in range(300)]
+    non_square = [e for e in extents if len(set(e)) > 1]
+    assert not non_square, f"non-square transforms: {non_square[:5]}"
+    sizes = {e[0] for e in extents}
+    s, r = spatial[0], int(spatial[0] * resize_rate)
+    assert sizes == set(range(min(s, r), max(s, r))), f"sizes drawn {sorted(sizes)}"
+
+
+def test_input_diversity_scales_non_square_inputs_by_one_factor():
+    """Non-square input: the longest axis draws the size as on a square input, every axis is scaled by the same
+    factor (to the nearest pixel), so the aspect ratio is kept."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 20, 40, generator=g) + 0.1
+    for _ in range(100):
+        out, _ = input_diversity(x, None, 0.8, 1.0, g)
+        h, w = _content_extent(out)
+        assert out.shape == x.shape and 32 <= w < 40 and h == round(20 * w / 40)
 
 
 def test_sinifgsm_matches_torchattacks_sinifgsm(problem):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.losses import DiceCELoss, DiceLoss
 
-from monai_dpaat.attacks import ATTACKS, PGD, DIFGSM, TIFGSM, build_attack, register_attack
+from monai_dpaat.attacks import APGD, ATTACKS, PGD, DIFGSM, TIFGSM, build_attack, register_attack
 from monai_dpaat.attacks.transforms import gaussian_smooth, input_diversity
 
 
@@ -155,6 +155,30 @@ def assert_in_ball(attack, adv, x, eps) -> None:
     assert bool((size <= eps + tol).all()), f"{attack!r}: perturbation {size.tolist()} exceeds eps {eps.tolist()}"
 
 
+def run_and_searched(attack, net, x, y, **call_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(returned batch, searched batch)``. For every attack but APGD both are its output. APGD returns a sample
+    moved only where it fooled the network and the clean input otherwise (as the reference implementation,
+    auto-attack / torchattacks), so the claims about its search (it moves samples, reaches the clamp, raises
+    the loss) are checked on the highest-loss point its first run reached per sample, and the returned batch
+    is checked to follow that rule: misclassified by the run, or exactly clean."""
+    if not isinstance(attack, APGD):
+        adv = attack(net, x, y, **call_kwargs)
+        return adv, adv
+    runs, run = [], attack.attack_single_run  # record what each run returns (the attack itself is unchanged)
+    attack.attack_single_run = lambda *args: runs.append((args[1], run(*args))) or runs[-1][1]
+    try:
+        adv = attack(net, x, y, **call_kwargs)
+    finally:
+        del attack.attack_single_run
+    searched = adv.clone()
+    run_x, (x_best, fooled, _, _) = runs[0]
+    rows = [next(i for i in range(len(x)) if torch.equal(x[i], r)) for r in run_x]  # which samples it ran on
+    searched[rows] = x_best
+    kept = [i for i, f in zip(rows, fooled.tolist()) if not f]
+    assert torch.equal(adv[kept], x[kept]), "APGD must return never-fooled samples unchanged"
+    return adv, searched
+
+
 # ---------------------------------------------------------------------------------------------- invariants
 @pytest.mark.parametrize("key", sorted(SCENARIOS))
 @pytest.mark.parametrize("name", NAMES)
@@ -171,7 +195,7 @@ def test_invariants_per_sample_eps(name, key):
     before, x0, y0 = model_state(net), x.clone(), y.clone()
     eps = torch.tensor([0.0, 0.02, 0.05, 0.1])
     attack = make_attack(name, eps=0.03, alpha=0.01, steps=3, loss_function=loss, generator=seeded(), std=0.05)
-    adv = attack(net, x, y, eps=eps, alpha=eps / 4)
+    adv, searched = run_and_searched(attack, net, x, y, eps=eps, alpha=eps / 4)
 
     assert adv.shape == x.shape and adv.dtype == x.dtype and type(adv) is torch.Tensor
     assert not adv.requires_grad and adv.grad_fn is None, "the adversarial batch must be detached"
@@ -182,8 +206,10 @@ def test_invariants_per_sample_eps(name, key):
     assert torch.equal(adv[0], x[0]), "eps_i = 0 must leave sample i unchanged"
     lo, hi = x.flatten(1).amin(1), x.flatten(1).amax(1)  # value_range="data" is the default
     assert bool((adv.flatten(1).amin(1) >= lo).all() and (adv.flatten(1).amax(1) <= hi).all())
-    if attack.uses_gradient:  # classification targets are the clean predictions, so APGD moves them too
-        moved = perturbation_size(attack, adv, x)[1:]
+    if attack.uses_gradient:  # classification targets are the clean predictions, so APGD searches them too
+        # APGD: on its search points (it returns never-fooled samples clean, as the reference implementation)
+        assert_in_ball(attack, searched, x, eps)
+        moved = perturbation_size(attack, searched, x)[1:]
         assert bool((moved > 0).all()), f"{name} left samples with eps > 0 unperturbed: sizes {moved.tolist()}"
 
 
@@ -265,10 +291,11 @@ def test_value_range_tuple(name):
     """An explicit (lo, hi) clamps; with a large eps the clamp is active (some values reach lo or hi)."""
     net, x, y, _ = scenario(key_for(name))
     attack = make_attack(name, eps=0.5, alpha=0.2, steps=2, value_range=(0.0, 1.0), generator=seeded(), std=0.5)
-    adv = attack(net, x, y)
-    assert adv.min() >= 0.0 and adv.max() <= 1.0
-    assert bool(((adv == 0) | (adv == 1)).any()), "clamp never reached: the test would not catch a missing clamp"
-    assert_in_ball(attack, adv, x, 0.5)
+    adv, searched = run_and_searched(attack, net, x, y)  # APGD: the clamp is looked for on its search points
+    for points in (adv, searched):
+        assert points.min() >= 0.0 and points.max() <= 1.0
+        assert_in_ball(attack, points, x, 0.5)
+    assert bool(((searched == 0) | (searched == 1)).any()), "clamp never reached: a missing clamp would pass"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -288,9 +315,10 @@ def test_value_range_none_on_zscored_data(name):
     net, x, y, loss = scenario(key_for(name, 3), zscored=True)
     # a budget of the data's own scale: any pixel in the top/bottom range that steps outwards leaves the range
     attack = make_attack(name, eps=4.0, alpha=2.0, steps=2, value_range=None, loss_function=loss, generator=seeded(), std=2.0)
-    adv = attack(net, x, y)
+    adv, searched = run_and_searched(attack, net, x, y)  # APGD: leaving the range is looked for on its search points
     assert_in_ball(attack, adv, x, 4.0)
-    outside = (adv.flatten(1).amax(1) > x.flatten(1).amax(1)) | (adv.flatten(1).amin(1) < x.flatten(1).amin(1))
+    assert_in_ball(attack, searched, x, 4.0)
+    outside = (searched.flatten(1).amax(1) > x.flatten(1).amax(1)) | (searched.flatten(1).amin(1) < x.flatten(1).amin(1))
     assert bool(outside.any()), "with value_range=None some sample should leave its clean min/max"
 
 
@@ -605,7 +633,8 @@ def test_attack_raises_the_loss_on_real_samples(name, kind, real_problems):
     net, x, y, loss, value_range = real_problems[kind]
     eps = 4 / 255 if value_range is not None else 0.05  # z-scored MRI: eps in units of the data's std
     attack = make_attack(name, eps=eps, alpha=eps / 4, steps=5, loss_function=loss, value_range=value_range, generator=seeded())
-    adv = attack(net, x, y)
+    # APGD: the loss at its search points (it returns the clean input where it fooled nothing, as the reference)
+    adv = run_and_searched(attack, net, x, y)[1]
     with torch.no_grad():
         clean_loss, adv_loss = attack.loss_of(net(x), y).item(), attack.loss_of(net(adv), y).item()
     assert adv_loss > clean_loss, f"{name} on {kind}: adversarial loss {adv_loss:.5f} <= clean loss {clean_loss:.5f}"

@@ -666,3 +666,17 @@ def test_overrides_refuses_an_unknown_method_or_a_folder_without_train_json(caps
     _fails(capsys, ["overrides", "at", "sat"], "overrides: give one method")
     _fails(capsys, ["overrides", "--bundle", str(tmp_path)], "has no configs/train.json")
     _fails(capsys, ["overrides", "--bundel", str(tmp_path)], "did you mean --bundle?")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "dpat"], "unknown paper 'dpat'; expected one of ['dpaat', 'unet-attacks']; did you mean 'dpaat'?"),
+    (["reproduce", "dpaat", "--scale", "fast"], "--scale must be one of ['smoke', 'quick', 'paper'], got 'fast'"),
+    (["reproduce", "unet-attacks", "--seeds", "0"], "--seeds must be a whole number >= 1, got 0"),
+    (["reproduce"], "give one paper"),
+])
+def test_reproduce_refuses_bad_input_before_any_work(argv, message, tmp_path, capsys):
+    from monai_dpaat.cli import main
+
+    assert main([*argv, "--output_dir", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

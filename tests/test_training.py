@@ -385,11 +385,26 @@ def test_state_round_trips_through_checkpoint_saver_and_loader(ham_small, tmp_pa
         make_iteration(method, 5).load_state_dict(state)
 
 
+def _calibrated_batchnorm(net: torch.nn.Module, data: list) -> torch.nn.Module:
+    """``net`` with its BatchNorm running statistics set to those of ``data`` (a cumulative average over one
+    no-grad train-mode pass), so its eval mode, the attack's, is not an untrained constant."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(torch.stack([torch.as_tensor(d["image"]) for d in data]))
+    for m in norms:
+        m.momentum = 0.1
+    return net
+
+
 def test_amat_margins_follow_the_rule(ham_small):
     """Clean-correct samples whose adversarial example stays correct grow by eps_step; flipped ones move to
     a found size <= their budget; clean-wrong ones keep their margin."""
     train, _ = ham_small
-    net = tiny_cnn()
+    net = _calibrated_batchnorm(tiny_cnn(), train)  # flips are judged in eval mode, the attack's: real statistics
     attack = PGD(eps=EPS, alpha=EPS / 2, steps=3, generator=torch.Generator().manual_seed(0))
     # eps_max far above the margins used here, yet inside the images' value range (a larger one is an error)
     it = AMATIteration(num_samples=len(train), attack=attack, eps_max=0.5, eps_step=EPS)
@@ -410,6 +425,50 @@ def test_amat_margins_follow_the_rule(ham_small):
     assert torch.equal(after[~ok], before[~ok])
     assert (after[flipped] <= before[flipped] + 1e-7).all() and (after[flipped] > 0).all()
     assert ok.any() and (~ok).any() and flipped.any() and held.any()
+
+
+class _BatchNormThreshold(torch.nn.Module):
+    """logits ``[-z, z]`` with ``z = BatchNorm(mean(x))``: eval mode thresholds at the running mean 0.6, train
+    mode at the batch's mean (momentum 0: the running statistics never move)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(1, affine=False, momentum=0.0)
+        self.norm.running_mean.fill_(0.6)
+        self.norm.running_var.fill_(0.01)
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))  # for the optimizer; lr=0 leaves it
+
+    def forward(self, x):
+        z = self.scale * self.norm(x.mean(dim=(1, 2)).unsqueeze(1))[:, 0]
+        return torch.stack([-z, z], dim=1)
+
+
+def test_amat_judges_flips_in_the_attack_mode():
+    """Clean means 0.74 (class 1) and 0.2, 0.25, 0.3 (class 0): correct in both modes. The eval-mode PGD (the
+    attack's default mode) moves each by 0.2 towards the other class: 0.54, 0.4, 0.45, 0.5. Eval mode (threshold
+    0.6): only sample 0 flipped. Train mode (threshold = the adversarial batch's mean 0.4725): sample 0 still
+    right, sample 3 wrong. The margins follow the eval-mode flips: sample 0 shrinks, sample 3 grows (on the
+    training forward it was the other way round)."""
+    means = [0.74, 0.2, 0.25, 0.3]
+    data = [{"image": torch.full((1, 8), m), "label": int(m > 0.5), "index": i} for i, m in enumerate(means)]
+    attack = PGD(eps=0.2, alpha=0.1, steps=4, value_range=(0, 1), random_start=False)
+    assert attack.model_mode == "eval"
+    net = _BatchNormThreshold()
+    with torch.no_grad():  # the premise: the two modes disagree on the adversarial batch
+        adv = torch.stack([d["image"] for d in data]) + torch.tensor([-0.2, 0.2, 0.2, 0.2]).reshape(4, 1, 1)
+        labels = torch.tensor([1, 0, 0, 0])
+        net.eval()
+        assert (net(adv).argmax(1) == labels).tolist() == [False, True, True, True]
+        net.train()
+        assert (net(adv).argmax(1) == labels).tolist() == [True, True, True, False]
+    it = AMATIteration(num_samples=4, attack=attack, eps_max=0.5, eps_step=0.05, alpha_fraction=0.5, refine_steps=4)
+    it.epsilon[:] = 0.2
+    trainer = _run(net, data, it, lr=0.0, sgd=True)
+    # sample 0 flipped: its margin is the smallest t * 0.2, t in {1/4, ..., 1}, whose 0.74 - 0.2 t is below 0.6
+    # (t = 3/4); samples 1-3 held: eps_step more (the training forward would grow sample 0, shrink sample 3)
+    assert it.epsilon.tolist() == pytest.approx([0.15, 0.25, 0.25, 0.25])
+    assert trainer.state.adversarial["attack_success"] == pytest.approx(1 / 4)
+    assert net.norm.running_mean.item() == pytest.approx(0.6)  # the judging forward left the buffers alone
 
 
 def test_method_budgets_must_fit_the_attack_value_range():

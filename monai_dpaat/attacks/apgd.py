@@ -9,9 +9,16 @@ an ensemble of diverse parameter-free attacks", ICML 2020, Algorithm 1):
   was not halved at the last checkpoint and the best loss has not improved since; after a halving the
   iterate restarts from the best point found so far;
 - a momentum step ``x <- x + a * (z - x) + (1 - a) * (x - x_prev)`` with ``a = 0.75`` (1 on the first step);
-- the best point per sample is kept (the first point that is misclassified, otherwise the point of
-  highest loss);
+- the highest-loss point steers the search (the restarts after a halving); the attack returns, per
+  sample, the last misclassified point found, and the clean input where none was found (as the reference
+  code, whose ``x_best_adv`` is only copied out for fooled samples);
 - ``n_restarts`` random restarts on the samples still classified correctly.
+
+The step-size checks follow the reference code (fra31/auto-attack ``autopgd_base.py``, torchattacks
+``APGD``) exactly, including a detail of its first check: the losses are recorded in a zero-initialised
+``(steps, N)`` buffer and the first window starts at index ``-1``, its unfilled last row, so the first
+iteration's loss is compared with 0 rather than with the start point's loss (with CE it always counts as
+an increase; with DLR it counts only where the sample is already misclassified).
 
 CE and the DLR loss ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` (shift and scale invariant, needs at
 least 3 classes) are supported. The default budget is 100 iterations, as AutoAttack (torchattacks'
@@ -50,8 +57,9 @@ def dlr_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=1)
     z_y = logits.gather(1, target[:, None])[:, 0]
     top_is_y = (order[:, -1] == target).to(logits.dtype)
-    best_other = sorted_logits[:, -2] * top_is_y + sorted_logits[:, -1] * (1.0 - top_is_y)
-    return -(z_y - best_other) / (sorted_logits[:, -1] - sorted_logits[:, -3] + 1e-12)
+    # the reference's order of operations: near-ties make the denominator tiny, so rounding matters
+    margin = z_y - sorted_logits[:, -2] * top_is_y - sorted_logits[:, -1] * (1.0 - top_is_y)
+    return -margin / (sorted_logits[:, -1] - sorted_logits[:, -3] + 1e-12)
 
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"ce": ce_loss, "dlr": dlr_loss}
@@ -102,7 +110,7 @@ class APGD(Attack):
 
     Targets: class indices ``(N,)`` / ``(N, 1)`` or one-hot / probabilities ``(N, K)`` (argmax is taken).
     Returns images ``(N, C, *spatial)``: misclassified where an adversarial point was found, otherwise the
-    highest-loss point found.
+    clean input (as the reference implementation; :meth:`attack_single_run` gives the highest-loss point).
     """
 
     tasks = ("classification",)
@@ -221,9 +229,9 @@ class APGD(Attack):
 
     # ------------------------------------------------------------------ one run
     def attack_single_run(self, network, x, y, eps, lo, hi):
-        """One APGD run from a random start. Returns ``(x_best, fooled, loss_best, x_best_adv)``:
-        the highest-loss point, whether a misclassified point was found ``(N,)``, its loss, and the
-        (last) misclassified point (``x_best`` where none was found)."""
+        """One APGD run from a random start on ``x`` ``(n, C, *spatial)``. Returns ``(x_best, fooled,
+        loss_best, x_best_adv)``: the highest-loss point, whether a misclassified point was found ``(n,)``,
+        the highest loss ``(n,)``, and the last misclassified point (the start point where none was found)."""
         checks = set(apgd_checkpoints(self.steps))
         adv = self._random_start(x, eps, lo, hi)
         loss_indiv, logits, grad = self._loss_grad(network, adv, y)
@@ -231,8 +239,9 @@ class APGD(Attack):
         x_best, grad_best, loss_best = adv.clone(), grad.clone(), loss_indiv.clone()
         x_best_adv = adv.clone()
         step_size = 2.0 * eps.clone()
-        losses = [loss_indiv]  # loss after each iteration, index 0 = start
-        last_check, reduced_last = 0, torch.ones_like(loss_best, dtype=torch.bool)
+        # loss after iteration i in row i; row -1 (still 0) opens the first window, as in the reference code
+        loss_steps = torch.zeros((self.steps, x.shape[0]), device=x.device, dtype=loss_indiv.dtype)
+        last_check, reduced_last = -1, torch.ones_like(loss_best, dtype=torch.bool)
         loss_best_last = loss_best.clone()
         adv_prev = adv.clone()
         for i in range(self.steps):
@@ -246,25 +255,24 @@ class APGD(Attack):
             wrong = logits.argmax(1) != y
             x_best_adv[wrong] = adv[wrong]
             fooled |= wrong
-            losses.append(loss_indiv)
+            loss_steps[i] = loss_indiv
             improved = loss_indiv > loss_best
             x_best[improved], grad_best[improved] = adv[improved], grad[improved]
             loss_best[improved] = loss_indiv[improved]
 
             if i in checks:
-                window = torch.stack(losses[last_check:i + 2])  # losses at iterations last_check-1 .. i
-                n_increase = (window[1:] > window[:-1]).sum(0)
+                rows = torch.arange(last_check, i + 1, device=x.device) % self.steps  # -1 wraps to the last row
+                window = loss_steps[rows]
                 k = window.shape[0] - 1
-                oscillating = n_increase <= k * self.rho
+                oscillating = (window[1:] > window[:-1]).sum(0) <= k * self.rho
                 no_improvement = (~reduced_last) & (loss_best_last >= loss_best)
                 halve = oscillating | no_improvement
-                reduced_last, loss_best_last, last_check = halve, loss_best.clone(), i + 1
+                reduced_last, loss_best_last, last_check = halve, loss_best.clone(), i
                 if halve.any():
                     step_size[halve] /= 2.0
                     adv = adv.clone()
                     grad = grad.clone()
                     adv[halve], grad[halve] = x_best[halve], grad_best[halve]
-        x_best_adv[~fooled] = x_best[~fooled]
         return x_best, fooled, loss_best, x_best_adv
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
@@ -274,19 +282,15 @@ class APGD(Attack):
         if self.loss_name == "dlr" and logits.shape[1] < 3:
             raise ValueError(f"APGD with the DLR loss needs >= 3 classes, the network outputs {logits.shape[1]}")
         fooled = logits.argmax(1) != y
-        adv = x.clone()
-        best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
+        adv = x.clone()  # samples never fooled keep the clean input, as the reference implementation
         for _ in range(self.n_restarts):
             todo = (~fooled).nonzero()[:, 0]
             if todo.numel() == 0:
                 break
-            _, found, loss, point = self.attack_single_run(
+            _, found, _, point = self.attack_single_run(
                 network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo)
             )
-            better = found | (loss > best_loss[todo])
-            idx = todo[better]
-            adv[idx] = point[better]
-            best_loss[idx] = torch.where(found[better], torch.full_like(loss[better], float("inf")), loss[better])
+            adv[todo[found]] = point[found]
             fooled[todo[found]] = True
         return adv
 

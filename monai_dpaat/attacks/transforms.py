@@ -66,6 +66,20 @@ def _resize_pad(t: torch.Tensor, size: list[int], pads: list[int], mode: str) ->
     return F.pad(resized, pads, value=0.0)
 
 
+def _diversity_sizes(spatial: list[int], resize_rate: float, randint) -> tuple[list[int], list[int]]:
+    """DI's resized sizes and output sizes per spatial axis, from one random size (see :func:`input_diversity`)."""
+    out = [s if resize_rate < 1 else max(int(s * resize_rate), s) for s in spatial]
+    ref = max(range(len(spatial)), key=lambda a: spatial[a])  # the longest axis (the first of equals)
+    s_ref, r_ref = spatial[ref], int(spatial[ref] * resize_rate)
+    low, high = (max(r_ref, 1), s_ref) if resize_rate < 1 else (s_ref, r_ref)
+    rnd = randint(low, high) if low < high else s_ref
+    if all(s == s_ref for s in spatial):  # square / cubic: every axis gets rnd, as torchattacks' [rnd, rnd]
+        return [min(rnd, o) for o in out], out
+    lows = [max(int(s * resize_rate), 1) if resize_rate < 1 else s for s in spatial]
+    size = [min(max(round(s * rnd / s_ref), lo), o) for s, lo, o in zip(spatial, lows, out)]
+    return size, out
+
+
 def input_diversity(
     images: torch.Tensor,
     target: Any,
@@ -75,19 +89,25 @@ def input_diversity(
 ) -> tuple[torch.Tensor, Any]:
     """With probability ``diversity_prob``, resize ``images`` ``(N, C, *spatial)`` and zero-pad at a random offset.
 
-    Per spatial axis of size ``S``, with ``R = floor(resize_rate * S)``:
+    One random size keeps the aspect ratio (Xie et al. 2019; torchattacks' ``DIFGSM.input_diversity``): on the
+    longest spatial axis, of size ``S``, with ``R = floor(resize_rate * S)``, a size ``rnd`` is drawn
 
-    - ``resize_rate < 1`` (default 0.9, torchattacks'): shrink to a random size in ``[R, S)``, pad back to ``S``
-      (the output keeps the input's size, which segmentation networks with fixed strides need);
-    - ``resize_rate > 1`` (Xie et al.'s original scheme): enlarge to a random size in ``[S, R)``, pad to ``R``;
-    - ``resize_rate == 1``, or an axis too small to change, leaves that axis as it is.
+    - ``resize_rate < 1`` (default 0.9, torchattacks'): in ``[R, S)``, and the result is padded back to the input's
+      size (which segmentation networks with fixed strides need);
+    - ``resize_rate > 1`` (Xie et al.'s original scheme): in ``[S, R)``, padded to ``floor(resize_rate * s)`` per axis;
+    - ``resize_rate == 1``, or an axis too small to change: ``rnd = S``, no resizing.
 
-    Each axis is drawn on its own (torchattacks uses the last axis' size for all, which breaks non-square
-    input). One random transform per batch, as torchattacks. Dense targets (see :func:`is_dense_target`)
-    get the same transform with centred nearest-neighbour resizing ("nearest-exact", which samples where
-    bilinear does; torch's legacy "nearest" is half a pixel off) and padding with label 0 (background), so
-    prediction and target stay aligned. Random numbers come from ``generator`` (on its device) or torch's
-    global CPU RNG.
+    A square (cubic) input is resized to ``rnd`` on every axis, so it stays square. Any other input has every axis
+    ``s`` scaled by the same factor ``rnd / S`` (rounded to the nearest integer and kept in that axis' own range
+    ``[max(floor(resize_rate * s), 1), s]`` when shrinking, ``[s, floor(resize_rate * s)]`` when enlarging): its aspect
+    ratio is kept up to rounding. Then each axis' padding before is drawn in ``[0, remainder)``, first axis first.
+
+    The random numbers are drawn in torchattacks' order, ``rnd``, the top (first-axis) pad, the left pad, then the
+    ``diversity_prob`` coin, so a square 2-D input with the same RNG state gets exactly torchattacks' transform.
+    One random transform per batch, as torchattacks. Dense targets (see :func:`is_dense_target`) get the same
+    transform with centred nearest-neighbour resizing ("nearest-exact", which samples where bilinear does; torch's
+    legacy "nearest" is half a pixel off) and padding with label 0 (background), so prediction and target stay
+    aligned. Random numbers come from ``generator`` (on its device) or torch's global CPU RNG.
     """
     if not resize_rate > 0:
         raise ValueError(f"resize_rate must be > 0, got {resize_rate}")
@@ -96,25 +116,18 @@ def input_diversity(
     def randint(low: int, high: int) -> int:
         return int(torch.randint(low, high, (1,), generator=generator, device=device).item())
 
+    spatial = list(images.shape[2:])
+    size, out = _diversity_sizes(spatial, resize_rate, randint)
+    before = [randint(0, o - n) if o > n else 0 for n, o in zip(size, out)]
     if torch.rand(1, generator=generator, device=device).item() >= diversity_prob:
         return images, target
-    spatial = list(images.shape[2:])
-    size, pads_per_axis = [], []
-    for s in spatial:
-        r = int(s * resize_rate)
-        low, high, out = (max(r, 1), s, s) if resize_rate < 1 else (s, r, r)
-        new = randint(low, high) if low < high else out
-        rem = out - new
-        before = randint(0, rem) if rem > 0 else 0
-        size.append(new)
-        pads_per_axis.append((before, rem - before))
     pads: list[int] = []
-    for before, after in reversed(pads_per_axis):  # F.pad takes the last axis first
-        pads += [before, after]
+    for b, n, o in reversed(list(zip(before, size, out))):  # F.pad takes the last axis first
+        pads += [b, o - n - b]
     mode = ("linear", "bilinear", "trilinear")[len(spatial) - 1]
-    out = _resize_pad(images, size, pads, mode)
+    transformed = _resize_pad(images, size, pads, mode)
     if is_dense_target(target, images):
         t = target if target.ndim == images.ndim else target.unsqueeze(1)
         moved = _resize_pad(t.float(), size, pads, "nearest-exact").to(target.dtype)
         target = moved if target.ndim == images.ndim else moved[:, 0]
-    return out, target
+    return transformed, target

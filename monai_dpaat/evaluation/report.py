@@ -447,6 +447,33 @@ def masking_flags(results: Mapping[str, RobustnessResult],
 
 
 # ---------------------------------------------------------------------------------------------- the report
+def _pool_text(result: RobustnessResult) -> str:
+    """``"FGSM, PGD; not pooled: GN (unbounded ...)"`` from a result's ``meta`` (older results: every attack)."""
+    pool = result.meta.get("worst_case_pool")
+    if pool is None:
+        return "every attack"
+    attacks = [label for label in pool if label != ORIGINAL]
+    text = ", ".join(attacks) if attacks else "no attack"
+    excluded = result.meta.get("worst_case_excluded") or {}
+    if excluded:
+        text += "; not pooled: " + ", ".join(f"{label} ({why})" for label, why in excluded.items())
+    return text
+
+
+def _worst_case_note(results: Mapping[str, RobustnessResult]) -> str:
+    """The report's sentence on the ``"Worst case"`` row: what it takes per sample, and which rows it pools
+    (the clean input and the attacks within their budget, per model where they differ)."""
+    first = next(iter(results.values()))
+    rule = "(correct only if no pooled attack fools it)" if first.task == "classification" else "(lowest Dice)"
+    texts = {name: _pool_text(r) for name, r in results.items()}
+    if len(set(texts.values())) == 1:
+        pooled = texts[next(iter(texts))]
+    else:
+        pooled = "; ".join(f"{name}: {text}" for name, text in texts.items())
+    return (f"Worst case: per sample, the worst of the clean input and the attacks within their budget {rule}. "
+            f"Pooled: {pooled}.")
+
+
 def render_markdown(results: Mapping[str, RobustnessResult], tables: Mapping[str, Mapping[str, Any]],
                     flags: Sequence[str] | None = None, title: str = "Robustness report",
                     images: Sequence[str] = ()) -> str:
@@ -454,8 +481,7 @@ def render_markdown(results: Mapping[str, RobustnessResult], tables: Mapping[str
     first = next(iter(results.values()))
     lines = [f"# {title}", "", f"Task: {first.task}. Samples: " +
              ", ".join(f"{n} = {r.num_samples}" for n, r in results.items()) + ".", ""]
-    lines += ["Worst case: per sample, the worst of the clean input and every attack "
-              + ("(correct only if no attack fools it)." if first.task == "classification" else "(lowest Dice)."), ""]
+    lines += [_worst_case_note(results), ""]
     lines += ["## Attacks", "", "| Attack | Settings |", "|---|---|"]
     for label, spec in first.attacks.items():
         settings = ", ".join(f"{k}={_short(v) if k in _BUDGET_KEYS else v}" for k, v in spec.items() if k != "label")

@@ -6,9 +6,12 @@
 >>> RobustnessEvaluator({"FGSM": FGSM(), "20-PGD": PGD(steps=20)}, eps=4 / 255)   # any {label: Attack} suite
 
 Rows: ``"Original"`` (clean inputs), one per attack (its label), and ``"Worst case"``: per sample the worst of
-the clean input and every attack of the suite (classification: a sample counts as correct only if the clean
-input and every attack leave it correct, as AutoAttack/RobustBench report robust accuracy; segmentation: the
-lowest Dice per sample, the other metrics taken from that same input).
+the clean input and every attack of the suite within its budget (classification: a sample counts as correct only
+if the clean input and every pooled attack leave it correct, as AutoAttack/RobustBench report robust accuracy;
+segmentation: the lowest Dice per sample, the other metrics taken from that same input). An attack is pooled only
+when it is bounded and every perturbation it made lies within its budget (:func:`within_budget`): unbounded
+Gaussian noise (``unet-paper``'s ``GN``, L-inf ~0.3 against eps 8/255) keeps its own row but is no worst case at
+the budget. ``meta["worst_case_pool"]`` lists the pooled rows, ``meta["worst_case_excluded"]`` the others and why.
 
 The task is given (``task="classification"`` / ``"segmentation"``) or, with ``task=None``, inferred from the first
 batch's output and labels (:func:`infer_task`); a given task that contradicts their shapes is a ``ValueError``
@@ -55,6 +58,8 @@ __all__ = [
     "InfererNetwork",
     "build_suite",
     "attack_info",
+    "within_budget",
+    "worst_case_pool",
     "infer_task",
     "check_task",
 ]
@@ -62,6 +67,9 @@ __all__ = [
 ORIGINAL = "Original"
 WORST_CASE = "Worst case"
 TASKS = ("classification", "segmentation")
+
+#: relative slack of :func:`within_budget` on the budget (the float rounding of ``x + delta`` is added to it)
+BUDGET_RTOL = 1e-4
 
 
 @dataclass
@@ -255,13 +263,71 @@ def attack_info(entry: SuiteEntry) -> dict[str, Any]:
             "steps": int(getattr(attack, "steps", 1)), "uses_gradient": bool(getattr(attack, "uses_gradient", True))}
 
 
+def within_budget(attack: Attack, clean: torch.Tensor, linf: torch.Tensor, l2: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: whether each sample's measured perturbation is inside ``attack``'s budget.
+
+    Args:
+        attack: the attack that made the perturbation: its :attr:`~Attack.norm` picks ``linf`` or ``l2``, its
+            ``eps`` (a float or ``(N,)``; with ``eps_units="range"`` a fraction of each clean sample's intensity
+            range) is the budget. An unbounded attack (``bounded`` False, or an infinite ``eps``) is never inside.
+        clean: the clean batch ``(N, C, *spatial)``.
+        linf, l2: ``(N,)`` norms of ``adversarial - clean`` (:func:`.metrics.perturbation_norms`).
+
+    The slack is ``BUDGET_RTOL * eps`` plus the float rounding of ``x + delta`` (a few ulps of the sample's
+    largest magnitude; times ``sqrt(numel)`` for L2).
+    """
+    n = clean.shape[0]
+    eps = torch.as_tensor(getattr(attack, "eps", math.inf), dtype=torch.float64).detach().cpu().reshape(-1)
+    if not getattr(attack, "bounded", True) or not torch.isfinite(eps).all() or eps.numel() not in (1, n):
+        return torch.zeros(n, dtype=torch.bool)
+    flat = clean.detach().reshape(n, -1).double().cpu()
+    if getattr(attack, "eps_units", "absolute") == "range":
+        eps = eps * (flat.amax(1) - flat.amin(1))
+    l2_norm = str(getattr(attack, "norm", "Linf")).lower().replace("-", "") == "l2"
+    measured = l2 if l2_norm else linf
+    ulps = 4 * torch.finfo(clean.dtype if clean.is_floating_point() else torch.float32).eps
+    rounding = ulps * (1.0 + flat.abs().amax(1)) * (math.sqrt(flat.shape[1]) if l2_norm else 1.0)
+    return measured.double().cpu() <= eps * (1 + BUDGET_RTOL) + rounding
+
+
+def worst_case_pool(labels: Sequence[str], attacks: Mapping[str, Attack],
+                    inside: Mapping[str, torch.Tensor]) -> tuple[list[str], dict[str, str]]:
+    """The attack rows the worst case pools, and ``{label: why not}`` for the others (in suite order).
+
+    Args:
+        labels: the suite's attack labels, in order.
+        attacks: ``{label: Attack}``.
+        inside: ``{label: (N,) bool}`` of :func:`within_budget` over every sample evaluated.
+    """
+    pooled, excluded = [], {}
+    for label in labels:
+        attack, ok = attacks[label], inside[label]
+        if not getattr(attack, "bounded", True):
+            excluded[label] = "unbounded (no budget: its noise is not clipped to eps)"
+        elif not torch.isfinite(torch.as_tensor(getattr(attack, "eps", math.inf))).all():
+            excluded[label] = "unbounded (eps = inf)"
+        elif not bool(ok.all()):
+            excluded[label] = f"perturbation beyond its budget on {int((~ok).sum())} of {ok.numel()} samples"
+        else:
+            pooled.append(label)
+    return pooled, excluded
+
+
+def _pool_meta(pool: list[str], excluded: dict[str, str], choice: torch.Tensor) -> dict[str, Any]:
+    """``worst_case_pool`` (rows pooled, ``"Original"`` first), ``worst_case_excluded`` and ``worst_case_choice``
+    (samples whose worst case each pooled row gave) of a result's ``meta``."""
+    counts = {pool[i]: int((choice == i).sum()) for i in range(len(pool))}
+    return {"worst_case_pool": list(pool), "worst_case_excluded": dict(excluded), "worst_case_choice": counts}
+
+
 @dataclass
 class RobustnessResult:
     """Rows of one model's robustness tables.
 
     Attributes:
         task: ``"classification"`` or ``"segmentation"``.
-        rows: ``{row label: {metric: value}}`` with rows ``"Original"``, each attack, ``"Worst case"``.
+        rows: ``{row label: {metric: value}}`` with rows ``"Original"``, each attack, ``"Worst case"`` (over
+            ``meta["worst_case_pool"]``: the clean input and the attacks within their budget).
             Classification metrics: accuracy, precision, recall, f1, map, linf, l2 (``accuracy`` of
             ``"Original"`` is the GAcc, of an attack its RAcc; ``map`` is mAP / mARP). Segmentation:
             dice, iou, pixel_accuracy, loss, hd95 (+ hd95_undefined), linf, l2.
@@ -269,7 +335,8 @@ class RobustnessResult:
         attacks: ``{attack label: spec}`` as run.
         num_samples: samples evaluated.
         class_names: optional class names (confusion matrix axes).
-        meta: free-form extra information (eps, device, seconds, worst-case attack counts...).
+        meta: free-form extra information (eps, device, seconds, ``worst_case_pool``, ``worst_case_excluded``
+            ``{label: reason}``, ``worst_case_choice`` counts...).
     """
 
     task: str
@@ -446,6 +513,20 @@ class RobustnessEvaluator:
         bar.set_postfix_str(entry.label)
         return entry.attack(model, images, targets)
 
+    @staticmethod
+    def _record_norms(entry: SuiteEntry, adv: torch.Tensor, images: torch.Tensor, norms: dict, inside: dict) -> None:
+        """Append the batch's perturbation norms ``(N,)`` and whether each is inside the attack's budget."""
+        linf, l2 = perturbation_norms(adv, images)
+        norms[entry.label].append((linf, l2))
+        inside[entry.label].append(within_budget(entry.attack, images, linf, l2))
+
+    @staticmethod
+    def _pool(suite: list[SuiteEntry], inside: dict[str, list[torch.Tensor]]) -> tuple[list[str], dict[str, str]]:
+        """The worst case's rows (``"Original"`` and the attacks within budget) and the excluded attacks."""
+        pooled, excluded = worst_case_pool([e.label for e in suite], {e.label: e.attack for e in suite},
+                                           {label: torch.cat(v) for label, v in inside.items()})
+        return [ORIGINAL] + pooled, excluded
+
     # ---------------------------------------------------------------------------------------------- classification
     def _class_labels(self, labels: torch.Tensor) -> torch.Tensor:
         if labels.ndim == 2 and labels.shape[1] > 1:
@@ -459,6 +540,7 @@ class RobustnessEvaluator:
         names = [ORIGINAL] + [e.label for e in suite]
         probs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         norms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
+        inside: dict[str, list[torch.Tensor]] = {e.label: [] for e in suite}
         all_labels: list[torch.Tensor] = []
         for images, labels, bar in self._batches(data_loader, suite):
             images = images.to(device).float()
@@ -479,7 +561,7 @@ class RobustnessEvaluator:
                 adv = self._attack(entry, model, images, targets, bar)
                 with torch.no_grad():
                     probs[entry.label].append(scores_from_logits(model(adv)).cpu())
-                norms[entry.label].append(perturbation_norms(adv, images))
+                self._record_norms(entry, adv, images, norms, inside)
             all_labels.append(labels.cpu())
         if not all_labels:
             raise ValueError("the data loader yielded no samples")
@@ -489,15 +571,17 @@ class RobustnessEvaluator:
         linf = {n: torch.cat([a for a, _ in v]) for n, v in norms.items()}
         l2 = {n: torch.cat([b for _, b in v]) for n, v in norms.items()}
 
-        # worst case: per sample, among clean + attacks, a wrong prediction first, then the lowest true-class prob
-        cand = torch.stack([stacked[n] for n in names])  # (R, N, K)
-        true_p = cand.gather(2, y.view(1, -1, 1).expand(len(names), -1, 1))[..., 0]  # (R, N)
+        # worst case: per sample, among clean + the attacks within budget, a wrong prediction first, then the
+        # lowest true-class prob
+        pool, excluded = self._pool(suite, inside)
+        cand = torch.stack([stacked[n] for n in pool])  # (R, N, K)
+        true_p = cand.gather(2, y.view(1, -1, 1).expand(len(pool), -1, 1))[..., 0]  # (R, N)
         wrong = (cand.argmax(2) != y.view(1, -1)).double()
         choice = torch.argmin(true_p.double() - 2.0 * wrong, dim=0)  # (N,)
         idx = torch.arange(y.shape[0])
         stacked[WORST_CASE] = cand[choice, idx]
-        linf[WORST_CASE] = torch.stack([linf[n] for n in names])[choice, idx]
-        l2[WORST_CASE] = torch.stack([l2[n] for n in names])[choice, idx]
+        linf[WORST_CASE] = torch.stack([linf[n] for n in pool])[choice, idx]
+        l2[WORST_CASE] = torch.stack([l2[n] for n in pool])[choice, idx]
 
         rows, confusion = {}, {}
         for n in names + [WORST_CASE]:
@@ -506,15 +590,16 @@ class RobustnessEvaluator:
             summary["linf"] = float(linf[n].mean())
             summary["l2"] = float(l2[n].mean())
             rows[n] = summary
-        counts = {names[i]: int((choice == i).sum()) for i in range(len(names))}
         return RobustnessResult("classification", rows, confusion, num_samples=int(y.shape[0]),
-                                class_names=self.class_names, meta={"worst_case_choice": counts, "num_classes": k})
+                                class_names=self.class_names,
+                                meta={**_pool_meta(pool, excluded, choice), "num_classes": k})
 
     # ---------------------------------------------------------------------------------------------- segmentation
     def _run_segmentation(self, model, data_loader, suite, device) -> RobustnessResult:
         names = [ORIGINAL] + [e.label for e in suite]
         metrics = {n: SegmentationMetrics(hd95=self.hd95) for n in names}
         norms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
+        inside: dict[str, list[torch.Tensor]] = {e.label: [] for e in suite}
         loss_fn = self.loss_function or default_loss
         for images, labels, bar in self._batches(data_loader, suite):
             images = images.to(device).float()
@@ -541,7 +626,7 @@ class RobustnessEvaluator:
                     adv_out = model(adv)
                 adv_out = primary_output(adv_out)
                 metrics[entry.label].update(adv_out, labels, _sample_losses(loss_fn, adv_out, labels))
-                norms[entry.label].append(perturbation_norms(adv, images))
+                self._record_norms(entry, adv, images, norms, inside)
         per_sample = {n: metrics[n].per_sample() for n in names}
         if per_sample[ORIGINAL]["dice"].numel() == 0:
             raise ValueError("the data loader yielded no samples")
@@ -549,15 +634,17 @@ class RobustnessEvaluator:
             per_sample[n]["linf"] = torch.cat([a for a, _ in norms[n]])
             per_sample[n]["l2"] = torch.cat([b for _, b in norms[n]])
 
-        # worst case: per sample the lowest Dice (NaN Dice = empty ground truth: the highest loss decides)
-        dice = torch.stack([per_sample[n]["dice"] for n in names])  # (R, N)
-        loss = torch.stack([per_sample[n]["loss"] for n in names])
+        # worst case: per sample, among clean + the attacks within budget, the lowest Dice (NaN Dice = empty
+        # ground truth: the highest loss decides)
+        pool, excluded = self._pool(suite, inside)
+        dice = torch.stack([per_sample[n]["dice"] for n in pool])  # (R, N)
+        loss = torch.stack([per_sample[n]["loss"] for n in pool])
         key = torch.where(torch.isnan(dice), torch.full_like(dice, 2.0), dice)
         choice = torch.argmin(key, dim=0)
         no_dice = torch.isnan(dice).all(0)
         choice = torch.where(no_dice, torch.argmax(loss, dim=0), choice)
         idx = torch.arange(dice.shape[1])
-        worst = {m: torch.stack([per_sample[n][m] for n in names])[choice, idx] for m in per_sample[ORIGINAL]}
+        worst = {m: torch.stack([per_sample[n][m] for n in pool])[choice, idx] for m in per_sample[ORIGINAL]}
 
         rows = {}
         for n in names:
@@ -568,6 +655,5 @@ class RobustnessEvaluator:
         row = summarize_segmentation({m: v for m, v in worst.items() if m not in ("linf", "l2")}, self.hd95)
         row["linf"], row["l2"] = float(worst["linf"].mean()), float(worst["l2"].mean())
         rows[WORST_CASE] = row
-        counts = {names[i]: int((choice == i).sum()) for i in range(len(names))}
         return RobustnessResult("segmentation", rows, num_samples=int(dice.shape[1]), class_names=self.class_names,
-                                meta={"worst_case_choice": counts})
+                                meta=_pool_meta(pool, excluded, choice))

@@ -11,6 +11,7 @@ import torch
 from monai.networks.utils import eval_mode
 
 from monai_dpaat.attacks import PGDL2
+from monai_dpaat.attacks.base import restore_model_state
 
 from .base import AdversarialIteration, PerSampleEpsilonMixin, attack_eps_value
 from monai_dpaat.conventions import per_sample_correct, primary_output
@@ -18,6 +19,11 @@ from monai_dpaat.conventions import per_sample_correct, primary_output
 from .utils import AdvKeys, attack_network
 
 __all__ = ["AMATIteration", "loss_reduction", "subset_scale"]
+
+
+def _rows(pred: Any, rows: slice | torch.Tensor) -> Any:
+    """``pred``'s samples ``rows``, a slice or indices (of each entry of a deep-supervision list)."""
+    return [p[rows] for p in pred] if isinstance(pred, (list, tuple)) else pred[rows]
 
 
 def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -51,12 +57,22 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
        model gets right on clean input (as the authors' code; 0 when there are none). With a sum-reduced
        loss (``CrossEntropyLoss(reduction="sum")``) the subset's sum is scaled by ``N / k`` (:func:`subset_scale`),
        so the total is exactly ``N`` times the mean-reduced one and beta weighs the two terms as the authors do;
-    3. margin update for clean-correct samples: no adversarial example found (``x_adv`` still correct,
-       judged on the training forward) -> ``eps_i += eps_step``; one found -> ``eps_i`` = the perturbation size
+    3. margin update for clean-correct samples: no adversarial example found (``x_adv`` still correct)
+       -> ``eps_i += eps_step``; one found -> ``eps_i`` = the perturbation size
        at which the prediction first flips along the found direction ``delta``: the smallest of
-       ``t * ||delta||``, ``t in {1/R, ..., 1}`` (``R = refine_steps``, extra no-grad forwards on the
+       ``t * ||delta||``, ``t in {1/R, ..., 1}`` (``R = refine_steps``, extra no-grad eval-mode forwards on the
        flipped samples only; the authors stop their PGD at the crossing, this recovers that size from our
        fixed-step attack). ``eps_i`` is clipped to ``[0, eps_max]``. Clean-wrong samples keep their margin.
+
+    "Correct" and "flipped" in step 3 are judged in the mode the attack ran the network in (its ``model_mode``,
+    ``"eval"`` by default, as a plain callable attack is assumed to; ``None``: the network's mode during
+    training), not on the training forward: with BatchNorm or Dropout the train-mode prediction on ``x_adv``
+    is not the one the attack fought, so a train-mode judgement grows margins of samples the attack did flip
+    (and shrinks others). Cost for an eval-mode attack: one extra no-grad forward of the clean and adversarial
+    batch together (``2N`` samples, no backward), run before the training forward (BatchNorm buffers and train
+    flags restored by :func:`~monai_dpaat.attacks.base.restore_model_state`); for a train-mode attack none (the
+    training forwards are reused). The adversarial loss term keeps its subset of samples the training forward
+    gets right.
 
     Args:
         num_samples: training list length. attack: training adversary (default 7-step L-inf PGD, eps 8/255,
@@ -72,7 +88,8 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
         correct_function: optional ``(pred, target) -> (N,) bool`` replacing :func:`~monai_dpaat.conventions.per_sample_correct`.
 
     Logged: ``loss_clean``, ``loss_adv``, ``eps_mean/min/max`` of the batch, ``attack_success`` (fraction
-    of clean-correct samples whose adversarial example flipped). ``state_dict()``: ``{"epsilon": (num_samples,)}``.
+    of clean-correct samples whose adversarial example flipped, both judged in the attack's mode).
+    ``state_dict()``: ``{"epsilon": (num_samples,)}``.
 
     Every derived bound is visible: ``repr(iteration)`` lists them with their values (and the attack), and the
     first iteration logs them at INFO on ``logging.getLogger("monai_dpaat.training")`` with where each default
@@ -145,27 +162,56 @@ class AMATIteration(PerSampleEpsilonMixin, AdversarialIteration):
             return torch.as_tensor(self.correct_function(pred, targets)).reshape(-1).bool()
         return per_sample_correct(pred, targets, self.dice_threshold)
 
+    def judge_mode(self, engine: Any) -> str:
+        """``"eval"`` or ``"train"``: the mode the attack ran the network in, in which flips are judged (an
+        attack's ``model_mode``; ``"eval"`` for a callable without one, the default of this package's attacks
+        and torchattacks'; ``None``: the network's own mode, train while training)."""
+        mode = getattr(self.attack, "model_mode", "eval")
+        if mode is None:
+            mode = "train" if engine.network.training else "eval"
+        return mode
+
+    def prepare_step(self, engine: Any, batchdata: Any, step: dict) -> dict:
+        """The per-sample attack, and for an eval-mode attack the correctness of ``x`` and ``x_adv`` ``(N,)`` in
+        that mode (one no-grad forward of both, before the training forward: no autograd graph yet, so the
+        buffers can be restored in place)."""
+        out = super().prepare_step(engine, batchdata, step)
+        if self.judge_mode(engine) == "eval":
+            net = attack_network(engine, step["args"], step["kwargs"])
+            x, x_adv, n = step["inputs"], out["x_adv"], step["inputs"].shape[0]
+            with torch.no_grad(), restore_model_state(net, "eval"):
+                if step["args"] or step["kwargs"]:  # inferer arguments may be per sample: one batch at a time
+                    preds = [net(x), net(x_adv)]
+                else:
+                    both = net(torch.cat([x, x_adv]))
+                    preds = [_rows(both, slice(0, n)), _rows(both, slice(n, 2 * n))]
+            out["judged_ok"] = tuple(self.is_correct(p, step["targets"]) for p in preds)
+        return out
+
     def step_loss(self, engine: Any, pred: Any, targets: Any, step: dict, loss_function: Callable) -> torch.Tensor:
         pred_adv = self.adversarial_forward(engine, step)
         loss_clean = loss_function(pred, targets).mean()
-        clean_ok = self.is_correct(pred, targets)
-        adv_ok = self.is_correct(pred_adv, targets)
+        clean_ok = self.is_correct(pred, targets)  # the adversarial term's subset: on the training forward
+        # the margin update: judged in the attack's mode (prepare_step), else on the training forwards
+        judged = step.get("judged_ok")
+        judged_ok, adv_ok = judged if judged is not None else (clean_ok, self.is_correct(pred_adv, targets))
+        judged_ok, adv_ok = judged_ok.to(clean_ok.device), adv_ok.to(clean_ok.device)
         if clean_ok.any():
             sel = clean_ok.nonzero().reshape(-1)
-            sub = [p[sel] for p in pred_adv] if isinstance(pred_adv, (list, tuple)) else pred_adv[sel]
+            sub = _rows(pred_adv, sel)
             # on the clean term's scale: a sum over k samples counts as N / k times as much (see subset_scale)
             scale = subset_scale(loss_function, clean_ok.numel(), sel.numel())
             loss_adv = loss_function(sub, targets[sel]).mean() * scale
         else:
             loss_adv = primary_output(pred_adv).sum() * 0.0
-        flipped = clean_ok & ~adv_ok
-        step.update(clean_ok=clean_ok, flipped=flipped, size=self._found_size(engine, step, flipped))
+        flipped = judged_ok & ~adv_ok
+        step.update(clean_ok=judged_ok, flipped=flipped, size=self._found_size(engine, step, flipped))
         self.publish(
             engine,
             {
                 AdvKeys.LOSS_CLEAN: loss_clean,
                 AdvKeys.LOSS_ADV: loss_adv,
-                AdvKeys.SUCCESS: flipped.float().sum() / clean_ok.float().sum().clamp_min(1.0),
+                AdvKeys.SUCCESS: flipped.float().sum() / judged_ok.float().sum().clamp_min(1.0),
                 **self.eps_stats(step["eps"]),
             },
         )

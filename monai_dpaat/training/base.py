@@ -77,8 +77,8 @@ class AdversarialIteration:
     Args:
         attack: the training adversary: an :class:`~monai_dpaat.attacks.Attack` (``PGD(eps=8 / 255, steps=7)``;
             in a bundle config ``{"_target_": "monai_dpaat.attacks.PGD", "eps": "$8/255", "steps": 7}``), any
-            callable with the attack signature, or None for the DPAAT paper's 7-step L-inf PGD (eps 8/255,
-            alpha 2/255, random start). Names and dicts are refused with a ValueError saying so.
+            callable with the attack signature, or None for a 7-step L-inf PGD as in the DPAAT paper (eps 8/255,
+            alpha 2/255 and random start are ours, Madry et al.'s setting; docs/paper_choices.md). Names and dicts are refused with a ValueError saying so.
         index_key: key of the sample id in every batch (methods with per-sample state).
 
     Subclasses implement :meth:`prepare_step` (make ``x_adv``) and :meth:`step_loss` (total loss), and

@@ -46,8 +46,9 @@ class AdvKeys:
 
 
 def default_training_attack() -> Attack:
-    """The DPAAT paper's training adversary: 7-step L-inf PGD with random start, eps 8/255, alpha 2/255
-    (Madry et al.'s CIFAR setting; the paper's own eps was lost in extraction)."""
+    """The training adversary: 7-step L-inf PGD as in the DPAAT paper, with random start, eps 8/255 and alpha 2/255
+    (ours, Madry et al.'s CIFAR setting: the paper's eps was lost in extraction and its "step size of 0.15" is read
+    in docs/paper_choices.md)."""
     return PGD(eps=8 / 255, alpha=2 / 255, steps=7, random_start=True)
 
 
