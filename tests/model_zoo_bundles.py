@@ -173,3 +173,22 @@ def adversarial_configs(method: str | None = "dpaat", robust_validation: bool = 
     if robust_validation:
         files.append(bundle_overrides.override_path("robust_validation"))
     return files
+
+
+def ok(rc: int, out: str) -> str:
+    """``out`` of a run that exited 0 (else an assertion error with its last 4000 characters)."""
+    assert rc == 0, f"monai.bundle run failed ({rc}):\n{out[-4000:]}"
+    return out
+
+
+def tensorboard_tags(folder: Path) -> set[str]:
+    """Every scalar and histogram tag in the TensorBoard event files under ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in Path(folder).glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        found = acc.Tags()
+        tags |= set(found.get("scalars", [])) | set(found.get("histograms", []))
+    return tags

@@ -48,31 +48,13 @@ import pytest
 import torch
 
 from model_zoo_bundles import (BUNDLES, CLASSIFICATION, OVERRIDES, REPO, SEGMENTATION, adversarial_configs,
-                               copy_bundle, make_dummy_data, run_bundle)
+                               copy_bundle, make_dummy_data, ok, run_bundle, tensorboard_tags)
 
 pytestmark = pytest.mark.slow
 
 TRAIN = "configs/train.json"
 # a robust-validation metric or summary line (``robust_`` alone also matches temporary folder names)
 ROBUST = re.compile(r"\brobust_\w+_(accuracy|dice)\b|robustness:")
-
-
-def _ok(rc: int, out: str) -> str:
-    assert rc == 0, f"monai.bundle run failed ({rc}):\n{out[-4000:]}"
-    return out
-
-
-def _tb_tags(folder: Path) -> set[str]:
-    """Every scalar and histogram tag in the TensorBoard event files under ``folder``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for events in folder.glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        found = acc.Tags()
-        tags |= set(found.get("scalars", [])) | set(found.get("histograms", []))
-    return tags
 
 
 def _prepare(name: str, tmp_path: Path, **kwargs) -> tuple[Path, dict]:
@@ -85,7 +67,7 @@ def dpaat_cls(tmp_path_factory):
     """The classification bundle trained 1 epoch with adversarial_train.json + methods/dpaat.json."""
     bundle, overrides = _prepare(CLASSIFICATION, tmp_path_factory.mktemp("dpaat_cls"))
     t0 = time.time()
-    out = _ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
     return bundle, overrides, out, time.time() - t0
 
 
@@ -93,7 +75,7 @@ def dpaat_cls(tmp_path_factory):
 def robust_cls(tmp_path_factory):
     """The classification bundle trained 1 epoch with robust_validation.json at its defaults."""
     bundle, overrides = _prepare(CLASSIFICATION, tmp_path_factory.mktemp("rv_cls"))
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")], overrides))
     return bundle, overrides, out
 
 
@@ -104,10 +86,10 @@ def robust_cls(tmp_path_factory):
 def test_zoo_bundle_trains_unchanged_on_dummy_data(name, tmp_path):
     """Their own train.json, only the Zoo CI's overrides (+ 1 epoch, CPU, no workers): it trains and validates."""
     bundle, overrides = _prepare(name, tmp_path)
-    out = _ok(*run_bundle(bundle, [TRAIN], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN], overrides))
     assert "Epoch[1] Complete" in out
     assert (bundle / "models" / "model.pt").is_file()
-    tags = _tb_tags(bundle / "eval")
+    tags = tensorboard_tags(bundle / "eval")
     assert "train_loss" in tags and ("val_accu" in tags or "val_iou" in tags), tags
 
 
@@ -119,7 +101,7 @@ def test_classification_trains_with_adversarial_dpaat_override(dpaat_cls):
 
 def test_segmentation_trains_with_adversarial_dpaat_override(tmp_path):
     bundle, overrides = _prepare(SEGMENTATION, tmp_path)
-    out = _ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
     assert "DPAATIteration budgets" in out
     assert "Epoch[1] Complete" in out and (bundle / "models" / "model.pt").is_file()
 
@@ -150,7 +132,7 @@ def test_fixed1_printed_command_runs_from_anywhere(tmp_path):
     command = command.replace("python -m", f"{shlex.quote(sys.executable)} -m", 1)
     proc = subprocess.run(f"{command} {extra}", shell=True, cwd=elsewhere, capture_output=True, text=True,
                           timeout=300, env=env)
-    out = _ok(proc.returncode, proc.stdout + proc.stderr)
+    out = ok(proc.returncode, proc.stdout + proc.stderr)
     assert "DPAATIteration budgets" in out and "Epoch[1] Complete" in out
     assert (bundle / "models" / "model.pt").is_file() and not list(elsewhere.iterdir())
 
@@ -211,7 +193,7 @@ def test_fixed3_adversarial_stats_in_their_logs_and_tensorboard(dpaat_cls):
     plots the ``adv_*`` epoch metrics, and the epsilon histogram is in their ``eval/`` folder."""
     bundle, _, out, _ = dpaat_cls
     assert re.search(r"adv_loss_adv: \d", out), out[-3000:]
-    tags = _tb_tags(bundle / "eval")
+    tags = tensorboard_tags(bundle / "eval")
     assert "train_loss" in tags
     assert {"adv_loss_adv", "adv_loss_clean", "adv_table_eps_mean", "epsilon"} <= tags, tags
 
@@ -230,7 +212,7 @@ def test_fixed4_robust_validation_runs_in_an_evaluate_only_run(robust_cls):
     assert (bundle / "models" / "model.pt").is_file()
     rc, out = run_bundle(bundle, [TRAIN, "configs/evaluate.json", str(OVERRIDES / "robust_validation.json")],
                          overrides)
-    _ok(rc, out)
+    ok(rc, out)
     assert "val_accu" in out
     assert "robustness:" in out and re.search(r"robust_worst_case_accuracy=\d", out), out[-3000:]
 
@@ -240,7 +222,7 @@ def test_fixed5_segmentation_runs_without_the_task_flag(tmp_path):
     _class_labels`` without ``--robust_val_task segmentation``): ``robust_val_task`` defaults to ``null``, and
     the task is inferred from the first batch (masks: segmentation, dice metrics)."""
     bundle, overrides = _prepare(SEGMENTATION, tmp_path, per_class=1)
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_interval": 1}))
     assert "_class_labels" not in out
     assert re.search(r"robustness: .*robust_\S+_dice=\d", out), out[-3000:]
@@ -294,7 +276,7 @@ def test_fixed7_budget_is_a_fraction_of_their_intensity_range(dpaat_cls, tmp_pat
     assert not re.search(r"WARNING.*almost no perturbation", out)
 
     bundle2, overrides2 = _prepare(CLASSIFICATION, tmp_path)
-    out2 = _ok(*run_bundle(bundle2, [TRAIN, *adversarial_configs("at")],
+    out2 = ok(*run_bundle(bundle2, [TRAIN, *adversarial_configs("at")],
                            {**overrides2, "adversarial_eps_units": "absolute"}))
     warning = re.search(r"WARNING - PGD: eps=0\.03137\d* is ([0-9.]+)% of the widest sample's intensity range", out2)
     assert warning and float(warning.group(1)) < 1, out2[-3000:]
@@ -371,7 +353,7 @@ def test_fixed9_dpaat_table_restored_after_a_resume_from_their_checkpoint(dpaat_
 
     # their evaluate.json reads the nested checkpoint (MONAI's CheckpointLoader takes its "model" entry)
     rc, out = run_bundle(bundle, [TRAIN, "configs/evaluate.json"], overrides)
-    assert "Restored all variables from" in _ok(rc, out) and "val_accu" in out
+    assert "Restored all variables from" in ok(rc, out) and "val_accu" in out
 
 
 def _stamp(line: str) -> datetime:
@@ -382,7 +364,7 @@ def test_fixed10_default_robust_validation_is_one_fast_attack_with_progress(tmp_
     """Was trap 10 (the default ``dpaat-table`` preset, six attacks up to 50-step PGD, and no progress): the
     default is one 10-step PGD, with a progress bar on stderr while it runs; its duration is printed."""
     bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_interval": 1}))
     lines = out.splitlines()
     start = next(line for line in lines if "SupervisedEvaluator - INFO - Engine run resuming" in line)
@@ -399,9 +381,9 @@ def test_trainer_without_a_key_metric_still_gets_the_adversarial_handlers(tmp_pa
     configs have none): the override's handlers then attach at the first iteration, with the same effect: the
     ``adv_*`` numbers are in their TensorBoard and the DPAAT table in their checkpoint."""
     bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
-    out = _ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
                           {**overrides, "train#trainer#key_train_metric": "$None"}))
-    assert "no key_train_metric" in out and "train_accu" not in _tb_tags(bundle / "eval")
-    assert {"adv_loss_adv", "epsilon"} <= _tb_tags(bundle / "eval")
+    assert "no key_train_metric" in out and "train_accu" not in tensorboard_tags(bundle / "eval")
+    assert {"adv_loss_adv", "epsilon"} <= tensorboard_tags(bundle / "eval")
     saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert sorted(saved) == ["adversarial", "model"]

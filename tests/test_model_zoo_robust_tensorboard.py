@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from model_zoo_bundles import BUNDLES, CLASSIFICATION, OVERRIDES, SEGMENTATION, copy_bundle, make_dummy_data, run_bundle
+from model_zoo_bundles import (BUNDLES, CLASSIFICATION, OVERRIDES, SEGMENTATION, copy_bundle, make_dummy_data, ok,
+                               run_bundle, tensorboard_tags)
 
 pytestmark = pytest.mark.slow
 
@@ -23,24 +24,6 @@ TRAIN = "configs/train.json"
 ROBUST_VALIDATION = str(OVERRIDES / "robust_validation.json")
 #: their own validation metrics (``validate#key_metric`` and ``validate#additional_metrics``)
 THEIR_METRICS = {CLASSIFICATION: {"val_accu"}, SEGMENTATION: {"val_iou", "val_mean_dice"}}
-
-
-def _ok(rc: int, out: str) -> str:
-    assert rc == 0, f"monai.bundle run failed ({rc}):\n{out[-4000:]}"
-    return out
-
-
-def _tb_tags(folder: Path) -> set[str]:
-    """Every scalar and histogram tag in the TensorBoard event files under ``folder``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for events in folder.glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        found = acc.Tags()
-        tags |= set(found.get("scalars", [])) | set(found.get("histograms", []))
-    return tags
 
 
 def _tb_scalar(folder: Path, tag: str) -> list[tuple[int, float]]:
@@ -89,7 +72,7 @@ def trained(request, tmp_path_factory):
     bundle = copy_bundle(name, tmp_path)
     overrides = make_dummy_data(name, tmp_path, bundle_root=bundle, per_class=3 if name == CLASSIFICATION else 1)
     overrides["robust_val_interval"] = 1
-    out = _ok(*run_bundle(bundle, [TRAIN, ROBUST_VALIDATION], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, ROBUST_VALIDATION], overrides))
     return name, bundle, overrides, out
 
 
@@ -100,7 +83,7 @@ def test_robust_scalars_in_their_tensorboard_and_stats_line(trained):
     theirs, keys = THEIR_METRICS[name], _robust_keys(name)
     summary = _summary(out)
     assert keys <= set(summary), summary
-    tags = _tb_tags(bundle / "eval")
+    tags = tensorboard_tags(bundle / "eval")
     assert theirs | keys <= tags, sorted(tags)
     for key in keys:
         assert _tb_scalar(bundle / "eval", key) == [(1, pytest.approx(summary[key], abs=5e-5))]
@@ -112,7 +95,7 @@ def test_robust_metrics_in_their_evaluate_only_stats_line(trained):
     model: their evaluate StatsHandler's epoch line prints the robust metrics next to their val_* ones."""
     name, bundle, overrides, _ = trained
     assert (bundle / "models" / "model.pt").is_file()
-    out = _ok(*run_bundle(bundle, [TRAIN, "configs/evaluate.json", ROBUST_VALIDATION], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, "configs/evaluate.json", ROBUST_VALIDATION], overrides))
     theirs, keys = THEIR_METRICS[name], _robust_keys(name)
     summary = _summary(out)
     _assert_logged(_their_epoch_line(out, theirs), summary, keys)
