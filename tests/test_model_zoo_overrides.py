@@ -100,10 +100,20 @@ def test_classification_trains_with_adversarial_dpaat_override(dpaat_cls):
 
 
 def test_segmentation_trains_with_adversarial_dpaat_override(tmp_path):
+    """The segmentation bundle too: the DPAAT iteration runs, its ``adv_*`` numbers and epsilon histogram are in
+    their TensorBoard (point 3), their checkpoint holds the table and ``--adversarial_resume true`` restores it
+    (point 9), with robust validation on the final epoch (point 4) and no task flag (point 5)."""
     bundle, overrides = _prepare(SEGMENTATION, tmp_path)
-    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat", robust_validation=True)], overrides))
     assert "DPAATIteration budgets" in out
     assert "Epoch[1] Complete" in out and (bundle / "models" / "model.pt").is_file()
+    tags = tensorboard_tags(bundle / "eval")
+    assert {"adv_loss_adv", "adv_table_eps_mean", "epsilon", "val_mean_dice"} <= tags, tags
+    assert any(re.fullmatch(r"robust_\w+_dice", tag) for tag in tags), tags
+    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert sorted(saved) == ["adversarial", "model"] and "epsilon" in saved["adversarial"]
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], {**overrides, "adversarial_resume": True}))
+    assert "resumed the DPAATIteration state from" in out, out[-3000:]
 
 
 # --- the issue's traps, as they are today (invert each when fixed) ---------------------------------------------
