@@ -45,8 +45,8 @@ from typing import Any
 from monai_dpaat import utils
 from monai_dpaat.error_hook import user_error_of
 from monai_dpaat.utils import (UnsafeConfigError, build_network_config, bundle_config_files, check_checkpoint,
-                               check_config_is_safe, check_override_keys, config_file_list, load_weights,
-                               read_config_file, read_network_config, run_bundle, unique_keys)
+                               check_config_is_safe, check_override_keys, config_file_list, default_data_dir,
+                               load_weights, read_network_config, run_bundle, unique_keys)
 
 __all__ = ["CLIError", "UnsafeConfigError", "robustness", "robustness_bundle", "demo", "gradcam", "combine",
            "presets", "overrides", "reproduce", "main", "COMMANDS", "BUNDLE_KEYS",
@@ -62,14 +62,6 @@ class CLIError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- values
-def default_data_dir() -> Path:
-    """``$MONAI_DPAAT_DATA``, else ``../shared/data`` beside the checkout, else ``../shared/data`` from the cwd."""
-    if os.environ.get("MONAI_DPAAT_DATA"):
-        return Path(os.environ["MONAI_DPAAT_DATA"])
-    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return beside if beside.is_dir() else Path.cwd().parent / "shared" / "data"
-
-
 def _cli_error(check: Any, *args: Any, **kwargs: Any) -> Any:
     """``check(*args, **kwargs)`` (a library check), its ``ValueError`` raised as a :class:`CLIError`."""
     try:

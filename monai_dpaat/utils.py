@@ -79,6 +79,15 @@ class CheckpointError(ValueError):
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
+def default_data_dir() -> Path:
+    """The sample data folder: ``$MONAI_DPAAT_DATA``, else ``../shared/data`` beside the checkout, else
+    ``../shared/data`` from the cwd (the CLI's and the reproductions' default)."""
+    if os.environ.get("MONAI_DPAAT_DATA"):
+        return Path(os.environ["MONAI_DPAAT_DATA"])
+    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return beside if beside.is_dir() else Path.cwd().parent / "shared" / "data"
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
     """Read a checkpoint file with ``torch.load(weights_only=True)`` (it cannot run code), or raise one clear error.
 
@@ -184,14 +193,16 @@ def resume_checkpoint(ckpt_dir: str, training: Any = None, prefix: str = "checkp
     )
 
 
-def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = None, map_location: Any = "cpu") -> Any:
+def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = None, map_location: Any = "cpu",
+                 content: Any = None) -> Any:
     """Load weights into ``network`` from a state-dict file or a MONAI/ignite checkpoint, safely.
 
     Accepts a bare ``state_dict`` (what ``CheckpointSaver`` writes for a one-entry ``save_dict``), or a dict
     holding it under ``key`` / ``"model"`` / ``"network"`` / ``"state_dict"``. Uses ``torch.load(weights_only=True)``,
     so a checkpoint can't run code. Keys saved from a ``DistributedDataParallel`` wrapper (``module.`` prefix) are
     accepted. Names and shapes are checked before anything is copied, so a checkpoint that does not fit leaves
-    ``network`` untouched. Returns ``network``.
+    ``network`` untouched. ``content``: what the file holds, when the caller has already read it with
+    :func:`read_checkpoint` (``checkpoint`` then only names it in messages). Returns ``network``.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -202,7 +213,7 @@ def load_weights(network: Any, checkpoint: str | os.PathLike, key: str | None = 
     import torch
 
     path = os.fspath(checkpoint)
-    obj = read_checkpoint(path, map_location=map_location)
+    obj = read_checkpoint(path, map_location=map_location) if content is None else content
     state = obj
     if isinstance(obj, dict):
         for k in ([key] if key else []) + ["model", "network", "state_dict"]:

@@ -46,6 +46,13 @@ def copy_bundle(name: str, tmp_path: Path) -> Path:
     return dst
 
 
+def prepare_bundle(name: str, tmp_path: Path, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
+    """A private copy of bundle ``name`` under ``tmp_path`` with its dummy data: ``(bundle, overrides)``
+    (``kwargs`` go to :func:`make_dummy_data`)."""
+    bundle = copy_bundle(name, tmp_path)
+    return bundle, make_dummy_data(name, tmp_path, bundle_root=bundle, **kwargs)
+
+
 def _write_jpg(array: np.ndarray, path: Path, channel_dim: int | None) -> None:
     from monai.data import PILWriter
 

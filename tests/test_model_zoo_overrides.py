@@ -48,7 +48,7 @@ import pytest
 import torch
 
 from model_zoo_bundles import (BUNDLES, CLASSIFICATION, OVERRIDES, REPO, SEGMENTATION, adversarial_configs,
-                               copy_bundle, make_dummy_data, ok, run_bundle, tensorboard_tags)
+                               copy_bundle, ok, prepare_bundle, run_bundle, tensorboard_tags)
 
 pytestmark = pytest.mark.slow
 
@@ -57,15 +57,10 @@ TRAIN = "configs/train.json"
 ROBUST = re.compile(r"\brobust_\w+_(accuracy|dice)\b|robustness:")
 
 
-def _prepare(name: str, tmp_path: Path, **kwargs) -> tuple[Path, dict]:
-    bundle = copy_bundle(name, tmp_path)
-    return bundle, make_dummy_data(name, tmp_path, bundle_root=bundle, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def dpaat_cls(tmp_path_factory):
     """The classification bundle trained 1 epoch with adversarial_train.json + methods/dpaat.json."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path_factory.mktemp("dpaat_cls"))
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path_factory.mktemp("dpaat_cls"))
     t0 = time.time()
     out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")], overrides))
     return bundle, overrides, out, time.time() - t0
@@ -74,7 +69,7 @@ def dpaat_cls(tmp_path_factory):
 @pytest.fixture(scope="module")
 def robust_cls(tmp_path_factory):
     """The classification bundle trained 1 epoch with robust_validation.json at its defaults."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path_factory.mktemp("rv_cls"))
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path_factory.mktemp("rv_cls"))
     out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")], overrides))
     return bundle, overrides, out
 
@@ -85,7 +80,7 @@ def robust_cls(tmp_path_factory):
 @pytest.mark.parametrize("name", BUNDLES)
 def test_zoo_bundle_trains_unchanged_on_dummy_data(name, tmp_path):
     """Their own train.json, only the Zoo CI's overrides (+ 1 epoch, CPU, no workers): it trains and validates."""
-    bundle, overrides = _prepare(name, tmp_path)
+    bundle, overrides = prepare_bundle(name, tmp_path)
     out = ok(*run_bundle(bundle, [TRAIN], overrides))
     assert "Epoch[1] Complete" in out
     assert (bundle / "models" / "model.pt").is_file()
@@ -103,7 +98,7 @@ def test_segmentation_trains_with_adversarial_dpaat_override(tmp_path):
     """The segmentation bundle too: the DPAAT iteration runs, its ``adv_*`` numbers and epsilon histogram are in
     their TensorBoard (point 3), their checkpoint holds the table and ``--adversarial_resume true`` restores it
     (point 9), with robust validation on the final epoch (point 4) and no task flag (point 5)."""
-    bundle, overrides = _prepare(SEGMENTATION, tmp_path)
+    bundle, overrides = prepare_bundle(SEGMENTATION, tmp_path)
     out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat", robust_validation=True)], overrides))
     assert "DPAATIteration budgets" in out
     assert "Epoch[1] Complete" in out and (bundle / "models" / "model.pt").is_file()
@@ -131,7 +126,7 @@ def test_fixed1_printed_command_runs_from_anywhere(tmp_path):
     """Was trap 1 (``No such file or directory: './label/train_samples.json'`` without ``--bundle_root``): the
     command ``python -m monai_dpaat overrides dpaat --bundle <theirs>`` prints carries ``--bundle_root``, and runs
     from an unrelated folder with only the Zoo CI's data overrides added."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
     command = _printed_command("dpaat", "--bundle", str(bundle), "--norobust_validation")
     assert f'--bundle_root "{bundle.resolve()}"' in command
     del overrides["bundle_root"]
@@ -231,7 +226,7 @@ def test_fixed5_segmentation_runs_without_the_task_flag(tmp_path):
     """Was trap 5 (``RuntimeError: shape '[2]' is invalid for input of size 2048`` in ``suite.py
     _class_labels`` without ``--robust_val_task segmentation``): ``robust_val_task`` defaults to ``null``, and
     the task is inferred from the first batch (masks: segmentation, dice metrics)."""
-    bundle, overrides = _prepare(SEGMENTATION, tmp_path, per_class=1)
+    bundle, overrides = prepare_bundle(SEGMENTATION, tmp_path, per_class=1)
     out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_interval": 1}))
     assert "_class_labels" not in out
@@ -285,7 +280,7 @@ def test_fixed7_budget_is_a_fraction_of_their_intensity_range(dpaat_cls, tmp_pat
     assert float(match.group(1)) > 8 / 255 * 2  # their images span more than 2 units
     assert not re.search(r"WARNING.*almost no perturbation", out)
 
-    bundle2, overrides2 = _prepare(CLASSIFICATION, tmp_path)
+    bundle2, overrides2 = prepare_bundle(CLASSIFICATION, tmp_path)
     out2 = ok(*run_bundle(bundle2, [TRAIN, *adversarial_configs("at")],
                            {**overrides2, "adversarial_eps_units": "absolute"}))
     warning = re.search(r"WARNING - PGD: eps=0\.03137\d* is ([0-9.]+)% of the widest sample's intensity range", out2)
@@ -298,7 +293,7 @@ def test_fixed8_sum_reduction_keeps_amat_weighting(tmp_path):
     training images against the same run with reduction="mean": both terms scale by the batch size."""
     from monai.bundle import ConfigWorkflow
 
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path, batch_size=6)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path, batch_size=6)
     stats = {}
     for reduction in ("sum", "mean"):
         workflow = ConfigWorkflow(workflow_type="train", config_file=[str(bundle / TRAIN), *adversarial_configs("amat")],
@@ -312,6 +307,7 @@ def test_fixed8_sum_reduction_keeps_amat_weighting(tmp_path):
     adv_ratio = stats["sum"]["loss_adv"] / stats["mean"]["loss_adv"]
     assert clean_ratio == pytest.approx(6.0, rel=1e-4)
     assert adv_ratio == pytest.approx(clean_ratio, rel=1e-4)  # the ratio of the two terms is the same
+    assert adv_ratio == pytest.approx(6.0, rel=1e-4)  # the batch size, whatever the clean-correct subset
 
 
 def test_fixed9_dpaat_table_restored_after_a_resume_from_their_checkpoint(dpaat_cls, tmp_path):
@@ -373,7 +369,7 @@ def _stamp(line: str) -> datetime:
 def test_fixed10_default_robust_validation_is_one_fast_attack_with_progress(tmp_path):
     """Was trap 10 (the default ``dpaat-table`` preset, six attacks up to 50-step PGD, and no progress): the
     default is one 10-step PGD, with a progress bar on stderr while it runs; its duration is printed."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
     out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_interval": 1}))
     lines = out.splitlines()
@@ -390,7 +386,7 @@ def test_trainer_without_a_key_metric_still_gets_the_adversarial_handlers(tmp_pa
     """MONAI attaches ``additional_metrics`` only to a trainer with a ``key_train_metric`` (two Model Zoo train
     configs have none): the override's handlers then attach at the first iteration, with the same effect: the
     ``adv_*`` numbers are in their TensorBoard and the DPAAT table in their checkpoint."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
     out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
                           {**overrides, "train#trainer#key_train_metric": "$None"}))
     assert "no key_train_metric" in out and "train_accu" not in tensorboard_tags(bundle / "eval")

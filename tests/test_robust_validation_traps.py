@@ -7,7 +7,6 @@ bundles of ``tests/model_zoo`` with the Zoo CI's dummy data (``tests/model_zoo_b
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 
@@ -20,8 +19,8 @@ from ignite.engine import Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import ValidationHandler
 
-from model_zoo_bundles import CLASSIFICATION, OVERRIDES, SEGMENTATION, adversarial_configs, copy_bundle, \
-    make_dummy_data, run_bundle
+from model_zoo_bundles import CLASSIFICATION, OVERRIDES, SEGMENTATION, adversarial_configs, ok, prepare_bundle, \
+    run_bundle
 from monai_dpaat.attacks import PGD
 from monai_dpaat.attacks.base import intensity_range, with_eps_units
 from monai_dpaat.evaluation import RobustnessEvaluator
@@ -72,16 +71,6 @@ def _train(net, loader, handlers, max_epochs: int, val_handlers=(), loss=None):
     return trainer, evaluator, seen
 
 
-def _prepare(name, tmp_path, **kwargs):
-    bundle = copy_bundle(name, tmp_path)
-    return bundle, make_dummy_data(name, tmp_path, bundle_root=bundle, **kwargs)
-
-
-def _ok(rc: int, out: str) -> str:
-    assert rc == 0, f"monai.bundle run failed ({rc}):\n{out[-4000:]}"
-    return out
-
-
 # --- 4. robust validation on the final epoch and in evaluate-only runs --------------------------------------------
 
 
@@ -124,9 +113,9 @@ def zoo_cls_robust(tmp_path_factory):
     """Their classification train.json + robust_validation.json at its default interval (5), 1 epoch (the handler's
     default attack, to keep it short)."""
     tmp_path = tmp_path_factory.mktemp("zoo_cls_robust")
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
     overrides = {**overrides, "robust_val_attacks": "$None"}
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")], overrides))
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")], overrides))
     return bundle, overrides, out
 
 
@@ -139,7 +128,7 @@ def test_zoo_classification_robust_validation_in_an_evaluate_only_run(zoo_cls_ro
     """Their evaluate.json composed after train.json (as the Zoo does) with robust_validation.json at its default
     interval: one evaluator run, robust metrics published."""
     bundle, overrides, _ = zoo_cls_robust
-    out = _ok(*run_bundle(bundle, [TRAIN, "configs/evaluate.json", str(OVERRIDES / "robust_validation.json")],
+    out = ok(*run_bundle(bundle, [TRAIN, "configs/evaluate.json", str(OVERRIDES / "robust_validation.json")],
                           overrides))
     assert "val_accu" in out and ROBUST.search(out), out[-3000:]
 
@@ -293,8 +282,8 @@ def test_evaluator_infers_segmentation_and_refuses_a_contradicting_task():
 
 def test_zoo_segmentation_without_a_task_flag(tmp_path):
     """Their FlexibleUNet bundle with robust_validation.json and no task (``None``: inferred): robust Dice."""
-    bundle, overrides = _prepare(SEGMENTATION, tmp_path, per_class=1)
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
+    bundle, overrides = prepare_bundle(SEGMENTATION, tmp_path, per_class=1)
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_task": "$None", "robust_val_attacks": "$None"}))
     assert re.search(r"robustness: robust_clean_dice=.*robust_10_pgd_dice=.*\(segmentation, ", out), out[-3000:]
 
@@ -302,7 +291,7 @@ def test_zoo_segmentation_without_a_task_flag(tmp_path):
 def test_zoo_segmentation_with_the_classification_task_names_the_shapes(tmp_path):
     """The classification task given to their segmentation bundle: a clear ValueError naming the shapes (batch 2 of
     2-channel 32x32 outputs and masks), no reshape RuntimeError."""
-    bundle, overrides = _prepare(SEGMENTATION, tmp_path, per_class=1)
+    bundle, overrides = prepare_bundle(SEGMENTATION, tmp_path, per_class=1)
     rc, out = run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                          {**overrides, "robust_val_task": "classification", "robust_val_attacks": "$None"})
     assert rc != 0
@@ -347,10 +336,10 @@ def test_range_units_scale_the_budget_per_sample_and_log_it_once(caplog):
 def test_zoo_adversarial_training_with_a_range_budget_logs_the_absolute_value(tmp_path):
     """Their z-scored classification bundle, AT with the attack's budget as 3% of each image's intensity range: the
     first batch's absolute budget (several units wide images, far more than 8/255) is in their log."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
     attack = ("$monai_dpaat.attacks.base.with_eps_units(monai_dpaat.attacks.PGD(eps=0.03, alpha=0.0075, steps=2), "
               "'range')")
-    out = _ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("at")], {**overrides, "adversarial_attack": attack}))
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("at")], {**overrides, "adversarial_attack": attack}))
     match = re.search(r"PGD: eps=0\.03 x each sample's intensity range \(eps_units='range'\): absolute eps ([0-9.e-]+)",
                       out)
     assert match, out[-3000:]
@@ -386,25 +375,6 @@ def test_amat_sum_and_mean_reductions_give_totals_n_times_apart(k):
     assert total_mean == pytest.approx(0.5 * m["loss_clean"] + 0.5 * m["loss_adv"], rel=1e-5)
 
 
-def test_zoo_amat_with_their_sum_reduced_loss(tmp_path):
-    """Their ``CrossEntropyLoss(reduction="sum")`` against ``"mean"``, one AMAT iteration of all 6 training images:
-    both terms (and so the total) are 6x apart, the batch size, whatever the clean-correct subset."""
-    from monai.bundle import ConfigWorkflow
-
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path, batch_size=6)
-    stats = {}
-    for reduction in ("sum", "mean"):
-        workflow = ConfigWorkflow(workflow_type="train", config_file=[str(bundle / TRAIN), *adversarial_configs("amat")],
-                                  meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
-                                  **overrides, **{"loss#reduction": reduction, "val_interval": 100})
-        workflow.initialize()
-        workflow.run()
-        stats[reduction] = dict(workflow.parser.get_parsed_content("train#trainer").state.adversarial)
-        workflow.finalize()
-    assert stats["sum"]["loss_clean"] / stats["mean"]["loss_clean"] == pytest.approx(6.0, rel=1e-4)
-    assert stats["sum"]["loss_adv"] / stats["mean"]["loss_adv"] == pytest.approx(6.0, rel=1e-4)
-
-
 # --- 10. a fast default attack with a progress bar ------------------------------------------------------------------
 
 
@@ -426,8 +396,8 @@ def test_default_attack_is_one_10_step_pgd_and_shows_progress(capsys):
 def test_zoo_default_robust_validation_is_fast_with_progress(tmp_path):
     """Their classification bundle, robust validation with the handler's default attack: the 10-step PGD row, a
     tqdm bar while it runs and its duration in the summary line."""
-    bundle, overrides = _prepare(CLASSIFICATION, tmp_path)
-    out = _ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
+    out = ok(*run_bundle(bundle, [TRAIN, str(OVERRIDES / "robust_validation.json")],
                           {**overrides, "robust_val_attacks": "$None"}))
     done = re.search(r"epoch 1 robustness: (.*) \(classification, 2 samples, ([0-9.]+) s\)", out)
     assert done, out[-3000:]

@@ -130,18 +130,19 @@ def resume(checkpoint_file: str, iteration: Any, network: Any = None, key: str =
                          "it was not saved by a run with adversarial_train.json")
     iteration.load_state_dict(state[key])
     if network is not None:
-        load_weights(network, checkpoint_file)
+        load_weights(network, checkpoint_file, content=state)
     logger.info("resumed the %s state from %s[%r]", type(iteration).__name__, checkpoint_file, key)
 
 
-def _has_entry(path: str, key: str) -> bool:
-    """Whether the checkpoint at ``path`` exists and is a dict with ``key`` (what a loader may ask for)."""
+def _entry(path: str, key: str) -> Any:
+    """``checkpoint[key]`` of the checkpoint at ``path`` (what a loader may ask for), or ``None`` when the file
+    does not exist or has no such entry."""
     from monai_dpaat.utils import read_checkpoint
 
     if not os.path.isfile(path):
-        return False
+        return None
     state = read_checkpoint(path)
-    return isinstance(state, dict) and key in state
+    return state.get(key) if isinstance(state, dict) else None
 
 
 class TrainHandlers:
@@ -231,11 +232,10 @@ class TrainHandlers:
                                      "adversarial_checkpoint_key to another name")
                 handler.save_dict[key] = self.iteration
             elif isinstance(handler, CheckpointLoader):
-                if _has_entry(handler.load_path, key) and loaded:
-                    from monai_dpaat.utils import read_checkpoint
-
-                    self.iteration.load_state_dict(read_checkpoint(handler.load_path)[key])
-                elif _has_entry(handler.load_path, key):
+                entry = _entry(handler.load_path, key)
+                if entry is not None and loaded:
+                    self.iteration.load_state_dict(entry)
+                elif entry is not None:
                     handler.load_dict[key] = self.iteration
                 else:
                     logger.info("%s has no %r entry: the %s state starts fresh", handler.load_path, key,

@@ -20,6 +20,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
+from monai_dpaat.conventions import class_indices
 from monai_dpaat.evaluation.metrics import confusion_matrix, scores_from_confusion
 
 __all__ = ["ClassificationMetric", "METRICS"]
@@ -62,16 +63,12 @@ class ClassificationMetric(Metric):
         k = self.num_classes
         if y_pred.ndim != 2 or y_pred.shape[1] != k:
             raise ValueError(f"ClassificationMetric: y_pred must be (B, {k}) scores, got shape {tuple(y_pred.shape)}")
-        if y.ndim == 2 and y.shape[1] == k:
-            if not bool(((y == 0) | (y == 1)).all() and (y.sum(1) == 1).all()):
-                raise ValueError("ClassificationMetric: a (B, K) y must be one-hot (one label per sample)")
-            y = y.argmax(1)
-        elif y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or y.shape[0] != y_pred.shape[0]:
+        if y.ndim == 2 and y.shape[1] == k and not bool(((y == 0) | (y == 1)).all() and (y.sum(1) == 1).all()):
+            raise ValueError("ClassificationMetric: a (B, K) y must be one-hot (one label per sample)")
+        if y.shape[:1] != y_pred.shape[:1] or not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] in (1, k))):
             raise ValueError(f"ClassificationMetric: y must be (B, {k}) one-hot or (B,) indices with B = "
                              f"{y_pred.shape[0]}, got shape {tuple(y.shape)}")
-        return y_pred.argmax(1), y.long()
+        return y_pred.argmax(1), class_indices(y, k)
 
     @reinit__is_reduced
     def update(self, output: Any) -> None:

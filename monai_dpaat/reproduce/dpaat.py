@@ -30,7 +30,7 @@ from typing import Any
 from . import check_scale
 from . import published_dpaat as published
 from .results import comparison_table, markdown_table, provenance, write_results
-from .stats import compare, paired_test
+from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test
 
 __all__ = ["SETTINGS", "settings", "run"]
 
@@ -125,10 +125,9 @@ def _bundle_dir() -> Path:
 def _data_dir(data: Any) -> Path:
     """The HAM10000 folder: ``data`` (that folder or its parent), default ``$MONAI_DPAAT_DATA`` or
     ``../shared/data`` beside the checkout."""
-    if data is None:
-        base = os.environ.get("MONAI_DPAAT_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data"
-        data = base
-    root = Path(str(data)).expanduser()
+    from monai_dpaat.utils import default_data_dir
+
+    root = Path(str(default_data_dir() if data is None else data)).expanduser()
     if not root.is_dir():
         raise ValueError(f"data folder {str(root)!r} does not exist (give data= / --data or set MONAI_DPAAT_DATA)")
     if not (root / "HAM10000_metadata.csv").is_file() and (root / "ham10000" / "HAM10000_metadata.csv").is_file():
@@ -342,17 +341,18 @@ def _tables(runs: list[dict], networks: Sequence[str], methods: dict[str, str]) 
 
 def _verdict(test: dict[str, Any], claim: str) -> dict[str, Any]:
     """The paired test with a plain statement of whether ``claim`` (DPAAT > AT) held."""
-    d, p = test["mean_difference"], test["p"]
-    if p is None:
-        held, text = None, (f"not testable: {test['n']} paired value(s) without variance (mean difference "
-                            f"{d:+.3f}); the claim '{claim}' is neither confirmed nor refuted")
-    elif p < 0.05 and d > 0:
-        held, text = True, f"held: DPAAT - AT = {d:+.3f} (p = {p:.3g} < 0.05), as the paper claims ({claim})"
-    elif p < 0.05:
-        held, text = False, f"contradicted: DPAAT - AT = {d:+.3f} (p = {p:.3g} < 0.05), the opposite of '{claim}'"
+    d, p, outcome = test["mean_difference"], test["p"], claim_outcome(test, +1)
+    if outcome == "untested":
+        text = (f"not testable: {test['n']} paired value(s) without variance (mean difference "
+                f"{d:+.3f}); the claim '{claim}' is neither confirmed nor refuted")
+    elif outcome == "held":
+        text = f"held: DPAAT - AT = {d:+.3f} (p = {p:.3g} < {SIGNIFICANCE}), as the paper claims ({claim})"
+    elif outcome == "contradicted":
+        text = f"contradicted: DPAAT - AT = {d:+.3f} (p = {p:.3g} < {SIGNIFICANCE}), the opposite of '{claim}'"
     else:
-        held, text = False, (f"not supported: DPAAT - AT = {d:+.3f} is not significant (p = {p:.3g} >= 0.05), so "
-                             f"'{claim}' was not reproduced")
+        text = (f"not supported: DPAAT - AT = {d:+.3f} is not significant (p = {p:.3g} >= {SIGNIFICANCE}), so "
+                f"'{claim}' was not reproduced")
+    held = None if outcome == "untested" else outcome == "held"
     return {**test, "claim": claim, "held": held, "verdict": text}
 
 

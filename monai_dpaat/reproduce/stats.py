@@ -7,7 +7,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["summarize", "paired_test", "compare", "format_mean_std"]
+__all__ = ["summarize", "paired_test", "claim_outcome", "compare", "format_mean_std", "SIGNIFICANCE"]
+
+#: the level below which a paired test's p-value settles a paper's claim
+SIGNIFICANCE = 0.05
 
 
 def _finite(values: Sequence[float], what: str) -> list[float]:
@@ -47,6 +50,17 @@ def paired_test(a: Sequence[float], b: Sequence[float], what: str = "a vs b") ->
         result = stats.ttest_rel(xa, xb)
         out["t"], out["p"] = float(result.statistic), float(result.pvalue)
     return out
+
+
+def claim_outcome(test: dict[str, Any], direction: int, alpha: float = SIGNIFICANCE) -> str:
+    """What a :func:`paired_test` says of a claim that ``a - b`` has the sign of ``direction`` (+1 or -1):
+    ``"untested"`` (no p-value), ``"held"`` (significant, that sign), ``"contradicted"`` (significant, not that
+    sign) or ``"not significant"``."""
+    if test["p"] is None:
+        return "untested"
+    if test["p"] >= alpha:
+        return "not significant"
+    return "held" if test["mean_difference"] * direction > 0 else "contradicted"
 
 
 def compare(ours: Sequence[float], published: float | None, what: str = "value") -> dict[str, Any]:

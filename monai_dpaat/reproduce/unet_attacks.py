@@ -41,7 +41,7 @@ from monai_dpaat.utils import run_bundle
 from . import check_scale
 from . import published_unet as published
 from .results import comparison_table, markdown_table, provenance, write_results
-from .stats import compare, paired_test, summarize
+from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test, summarize
 
 __all__ = ["run", "SETTINGS", "NETWORKS", "GN_SWEEP", "DEFAULT_GN_STD", "resolve_data", "gn_std_matching"]
 
@@ -54,8 +54,6 @@ NETWORKS = {"UNet": "unet", "Att-UNet++": "attention_unet_pp"}
 DEFAULT_GN_STD = 0.1
 #: the GN stds of the sweep
 GN_SWEEP = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-#: significance level of the paired tests
-ALPHA = 0.05
 
 _COMMON = {"method": "std", "num_workers": 0}
 #: keys of ``robustness.json`` (not in ``train.json``, so only for the robustness run)
@@ -106,10 +104,9 @@ def resolve_data(data: str | os.PathLike | None) -> Path:
     """The NuInsSeg-layout folder: ``data`` itself, or its ``nuclei_he`` subfolder (``data`` = the sample data
     folder); ``None``: ``$MONAI_DPAAT_DATA`` or ``../shared/data`` beside the checkout, then ``nuclei_he``.
     Raises ``ValueError`` naming the folder when it is missing or holds no tiles."""
-    if data is None:
-        env = os.environ.get("MONAI_DPAAT_DATA")
-        data = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-    root = Path(data).expanduser()
+    from monai_dpaat.utils import default_data_dir
+
+    root = Path(default_data_dir() if data is None else data).expanduser()
     if not root.is_dir():
         raise ValueError(f"data folder {str(root)!r} does not exist (give --data a NuInsSeg-layout folder)")
     if (root / "nuclei_he").is_dir():
@@ -215,15 +212,16 @@ def _attack_table(runs: Mapping[str, list[dict]], metric: str) -> dict[str, dict
 def _verdict(test: dict[str, Any], paper_diff: float) -> str:
     """Whether our UNet - Att-UNet++ difference agrees with the paper's sign, in words."""
     paper_says = "UNet scores higher" if paper_diff > 0 else "Att-UNet++ scores higher"
-    ours = test["mean_difference"]
-    same = (ours > 0) == (paper_diff > 0) and ours != 0
-    if test["p"] is None:
+    direction = 1 if paper_diff > 0 else -1
+    same = test["mean_difference"] * direction > 0
+    outcome = claim_outcome(test, direction)
+    if outcome == "untested":
         why = "one seed" if test["n"] < 2 else "no variance over seeds"
         return f"paper: {paper_says}; ours points the {'same' if same else 'other'} way, untested ({why})"
-    if test["p"] < ALPHA:
-        return f"paper: {paper_says}; {'held' if same else 'contradicted'} (p = {test['p']:.3g} < {ALPHA})"
+    if outcome in ("held", "contradicted"):
+        return f"paper: {paper_says}; {outcome} (p = {test['p']:.3g} < {SIGNIFICANCE})"
     return f"paper: {paper_says}; not settled (ours points the {'same' if same else 'other'} way, p = " \
-           f"{test['p']:.3g} >= {ALPHA})"
+           f"{test['p']:.3g} >= {SIGNIFICANCE})"
 
 
 def _paired_tests(runs: Mapping[str, list[dict]]) -> dict[str, dict[str, Any]]:
