@@ -121,6 +121,23 @@ def test_target_layer_detection_and_errors():
         load_model_specs([{"network": tiny_cnn()}])
 
 
+def test_layer_with_map_side_picks_the_deepest_block_with_that_map():
+    from monai.networks.nets import ResNet
+
+    from monai_dpaat.evaluation.gradcam import layer_with_map_side
+
+    # 32 px: conv1 32, maxpool 16, layer1 16, layer2 8, layer3 4, layer4 2, avgpool 1
+    resnet = ResNet("basic", [1, 1, 1, 1], [4, 8, 8, 8], spatial_dims=2, n_input_channels=3, num_classes=2)
+    x = torch.rand(2, 3, 32, 32)
+    assert layer_with_map_side(resnet, x, 4) == ("layer3", (4, 4))
+    assert layer_with_map_side(resnet, x, 8) == ("layer2", (8, 8))
+    assert layer_with_map_side(resnet, x, 2) == ("layer4", (2, 2))
+    cam = gradcam_maps(resnet, x, "layer3")
+    assert cam.shape == (2, 1, 32, 32) and float(cam[0].std()) > 0
+    with pytest.raises(ValueError, match="side >= 64"):
+        layer_with_map_side(resnet, x, 64)
+
+
 def test_model_spec_files_run_no_code_unless_trusted(tmp_path):
     marker = tmp_path / "ran"
     touch = f"$__import__('pathlib').Path({str(marker)!r}).touch() or 4"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -113,6 +114,10 @@ def test_smoke_reproduction_writes_every_table(tmp_path, data_dir):
         # None where every map was all zero (a tiny random-init network at 32 px)
         assert set(energies) == {"STD", "AT", "DPAAT"} and all(e is None or 0.0 <= e <= 1.0 for e in energies.values())
     assert 0.0 < gradcam["lesion_area"] < 1.0
+    # at 32 px the maps come from a block with at least a 4x4 map (the last convolutions are 1x1 / 2x2)
+    for net in networks:
+        sides = re.fullmatch(r"\S+ \((\d+)x(\d+)\)", gradcam["layers"][net]).groups()
+        assert min(map(int, sides)) >= 4, gradcam["layers"]
 
     for heading in ("Table I", "Table II", "Ablation", "Confusion matrices", "Grad-CAM", "paired tests",
                     "Reductions", "Commit"):

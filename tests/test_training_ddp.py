@@ -88,3 +88,39 @@ def test_two_rank_gloo_run_shares_criterion_and_epsilon_tables(data_dir: Path):
         assert not torch.allclose(s0["epsilon"], s0["epsilon"][0])  # tables were updated from both ranks' samples
         for p0, p1 in zip(r0[method]["params"], r1[method]["params"]):
             assert torch.allclose(p0, p1)  # DDP kept the replicas equal through the adversarial steps
+
+
+def _slow_rank0_worker(rank: int, folder: str) -> None:
+    """A 2-rank trainer with ``TrainHandlers`` whose rank 0 spends 2 s in an ``EPOCH_COMPLETED`` handler (as
+    robust validation does in the last epoch); each rank records when its ``trainer.run()`` returned."""
+    import time
+
+    import torch.distributed as dist
+    from ignite.engine import Events
+    from monai.engines import SupervisedTrainer
+
+    from monai_dpaat.bundle_overrides import TrainHandlers
+    from monai_dpaat.training import ATIteration
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD)
+    items = [{"image": torch.rand(3, 8, 8), "label": i % 2} for i in range(4)]
+    net = torch.nn.parallel.DistributedDataParallel(_tiny_cnn())
+    handlers = TrainHandlers(ATIteration())
+    trainer = SupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=torch.utils.data.DataLoader(
+        items, batch_size=2), network=net, optimizer=torch.optim.SGD(net.parameters(), 1e-3),
+        loss_function=torch.nn.CrossEntropyLoss(), iteration_update=handlers, additional_metrics={"adv": handlers})
+    if rank == 0:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: time.sleep(2.0))
+    trainer.run()
+    Path(folder, f"returned{rank}").write_text(repr(time.time()))
+    dist.destroy_process_group()
+
+
+def test_ranks_leave_training_together():
+    """Rank 1 returns from ``trainer.run()`` only after rank 0's slow last-epoch handlers (the barrier at
+    ``COMPLETED``): without it rank 1 returned 2 s earlier and went on to tear down its process group."""
+    with tempfile.TemporaryDirectory() as folder:
+        mp.start_processes(_slow_rank0_worker, args=(folder,), nprocs=WORLD, join=True, start_method="spawn")
+        returned = [float(Path(folder, f"returned{r}").read_text()) for r in range(WORLD)]
+    assert abs(returned[1] - returned[0]) < 1.0, returned

@@ -161,7 +161,10 @@ class TrainHandlers:
       holds the tables of the same epoch as the weights (``{"model": ..., "adversarial": ...}``), and to the
       ``load_dict`` of every ``CheckpointLoader`` there whose file has that entry (a plain weights file, e.g. a
       standard pre-trained model, still loads; the method then starts fresh, logged);
-    - with ``resume``: :func:`resume` from ``resume_file`` (their ``model.pt``) before any epoch.
+    - with ``resume``: :func:`resume` from ``resume_file`` (their ``model.pt``) before any epoch;
+    - under ``torch.distributed``, a barrier at the trainer's ``COMPLETED``: every rank leaves training together,
+      none reaches their ``finalize`` while rank 0 still runs the last robust validation
+      (:func:`~monai_dpaat.training.utils.wait_for_all_ranks`).
 
     Args:
         iteration: the training method (the trainer's ``iteration_update``).
@@ -217,6 +220,11 @@ class TrainHandlers:
             if started:  # its EPOCH_STARTED reset of this epoch has passed
                 self.stats.epoch_started(engine)
         self.extend_checkpoints(loaded=started)
+        from ignite.engine import Events
+
+        from monai_dpaat.training.utils import wait_for_all_ranks
+
+        engine.add_event_handler(Events.COMPLETED, wait_for_all_ranks)
 
     def extend_checkpoints(self, loaded: bool = False) -> None:
         """Add the method to their savers' ``save_dict`` and (where the file has it) loaders' ``load_dict``;

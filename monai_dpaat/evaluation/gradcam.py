@@ -37,6 +37,7 @@ from monai_dpaat.utils import (check_bool, check_config_is_safe, check_device, c
 
 __all__ = [
     "find_target_layer",
+    "layer_with_map_side",
     "gradcam_maps",
     "cam_energy_in_mask",
     "compare_gradcam",
@@ -81,6 +82,44 @@ def find_target_layer(network: nn.Module, target_layer: str | None = None) -> st
     if not convs:
         raise ValueError(f"no convolution found in {type(network).__name__}; pass target_layers explicitly")
     return convs[-1]
+
+
+def layer_with_map_side(network: nn.Module, example: torch.Tensor, min_side: int,
+                        max_depth: int = 2) -> tuple[str, tuple[int, ...]]:
+    """The deepest layer of ``network`` whose output map has every spatial side ``>= min_side`` for inputs like
+    ``example`` ``(N, C, *spatial)``, and that map's spatial shape.
+
+    For low-resolution inputs, where the conventional layer (:func:`find_target_layer`) is 1x1 or 2x2 and a
+    Grad-CAM of it says nothing about where the network looks (every map is then almost uniform, so its energy
+    in a lesion is about the lesion's area). "Deepest" is the last module to finish its forward among those
+    called once, not in-place, with an ``(N, C, *spatial)`` output and at most ``max_depth`` levels below the
+    root (``layer2``, ``features.denseblock2``, ``net.Mixed_5d``: whole stages and blocks, not one branch inside
+    a block); one forward of ``example`` in eval mode, the network left as found.
+    """
+    if min_side < 1:
+        raise ValueError(f"min_side must be >= 1, got {min_side}")
+    done: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, torch.Tensor) and output.ndim == example.ndim and not getattr(module, "inplace", False):
+                done.append((name, tuple(output.shape[2:])))
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in network.named_modules() if n]
+    try:
+        with torch.no_grad(), _preserved(network):
+            network(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    for name, side in reversed(done):
+        if calls[name] == 1 and min(side) >= min_side and name.count(".") < max_depth:
+            return name, side
+    raise ValueError(f"no layer of {type(network).__name__} has a map of side >= {min_side} for input "
+                     f"{tuple(example.shape[2:])}")
 
 
 @contextlib.contextmanager

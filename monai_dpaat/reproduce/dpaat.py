@@ -48,7 +48,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "networks": ("resnet34", "mobilenet_v2"), "seeds": 1, "image_size": 32, "n_train": 8, "n_test": 2,
         "val_fraction": 0.25, "warmup_epochs": 0, "max_epochs": 1, "early_stop_patience": 5, "batch_size": 8,
         "lr": 1e-3, "attack_steps": 1, "robust_val_max_samples": 2, "ablation_networks": ("mobilenet_v2",),
-        "gradcam_images": 4,
+        "gradcam_images": 4, "gradcam_min_side": 4,
         "reductions": [
             "2 of the 6 CNNs (ResNet34 for 'widely used', MobileNetV2 for 'lightweight'; the paper's Fig. 2-4 pair)",
             "1 seed (no standard deviation, no p-value)",
@@ -60,14 +60,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "1-step PGD training adversary instead of 7-step",
             "learning rate 1e-3 instead of 3e-4 (one epoch)",
             "ablation on MobileNetV2 only",
-            "Grad-CAM on 4 test images",
+            "Grad-CAM on 4 test images, of the deepest block with a map of at least 4x4 (at 32 px the last "
+            "convolutional maps are 1x1 or 2x2)",
         ],
     },
     "quick": {
         "networks": ALL_SIX, "seeds": 3, "image_size": 32, "n_train": 40, "n_test": 10, "val_fraction": 0.2,
         "warmup_epochs": 0, "max_epochs": 3, "early_stop_patience": 5, "batch_size": 16, "lr": 1e-3,
         "attack_steps": 2, "robust_val_max_samples": 8, "ablation_networks": published.ABLATION_CNNS,
-        "gradcam_images": 12,
+        "gradcam_images": 12, "gradcam_min_side": 4,
         "reductions": [
             "3 seeds (each seed draws its own lesion-disjoint split and initialisation)",
             "32x32 input instead of 224x224 (InceptionV3 up-samples to its minimum 75x75 internally)",
@@ -77,14 +78,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "3 epochs, no head-only warm-up, instead of 10 head-only + 50 epochs with early stopping",
             "2-step PGD training adversary instead of 7-step",
             "learning rate 1e-3 instead of 3e-4 (few epochs)",
-            "Grad-CAM on 12 test images (seed 0)",
+            "Grad-CAM on 12 test images (seed 0), of the deepest block with a map of at least 4x4 instead of the "
+            "last convolutional layer (1x1 or 2x2 at 32 px, where every map is uniform)",
         ],
     },
     "paper": {
         "networks": ALL_SIX, "seeds": 3, "image_size": 224, "n_train": 800, "n_test": 299, "val_fraction": 0.1,
         "warmup_epochs": 10, "max_epochs": 60, "early_stop_patience": 5, "batch_size": 32, "lr": 3e-4,
         "attack_steps": 7, "robust_val_max_samples": 256, "ablation_networks": published.ABLATION_CNNS,
-        "gradcam_images": 64,
+        "gradcam_images": 64, "gradcam_min_side": None,
         "reductions": [
             "the ablation uses the main runs' batch size 32 and 60 epochs (the paper: batch 64, 100 epochs)",
             "Grad-CAM on 64 test images (the paper: 532 correctly predicted ones)",
@@ -215,7 +217,7 @@ def _train_and_evaluate(cfg: dict[str, Any], network: str, method: str, seed: in
            "method_settings": _method_settings(parsed("iteration_update")),
            "train_seconds": trained - start}
     if gradcam is not None:
-        out["gradcam_energy"] = _gradcam_energy(model.cpu(), gradcam)
+        out["gradcam_energy"], out["gradcam_layer"] = _gradcam_energy(model.cpu(), gradcam, cfg["gradcam_min_side"])
     out["seconds"], out["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu
     return out
 
@@ -236,12 +238,19 @@ def _method_settings(iteration: Any) -> dict[str, Any]:
     return out
 
 
-def _gradcam_energy(model: Any, gradcam: dict[str, Any]) -> float | None:
-    from monai_dpaat.evaluation.gradcam import compare_gradcam
+def _gradcam_energy(model: Any, gradcam: dict[str, Any], min_side: int | None) -> tuple[float | None, str]:
+    """Mean Grad-CAM energy in the lesion masks and the layer read (``"<name> (<h>x<w>)"``): the conventional
+    layer (``min_side`` None), else the deepest block whose map has sides ``>= min_side``."""
+    from monai_dpaat.evaluation.gradcam import compare_gradcam, find_target_layer, layer_with_map_side
 
-    _, energies = compare_gradcam({"m": model}, gradcam["images"], masks=gradcam["masks"])
+    if min_side is None:
+        layer, label = find_target_layer(model), None
+    else:
+        layer, side = layer_with_map_side(model, gradcam["images"], min_side)
+        label = f"{layer} ({'x'.join(map(str, side))})"
+    _, energies = compare_gradcam({"m": model}, gradcam["images"], masks=gradcam["masks"], target_layers=layer)
     vals = [e for e in energies["m"] if math.isfinite(e)]
-    return sum(vals) / len(vals) if vals else None
+    return (sum(vals) / len(vals) if vals else None), (label or layer)
 
 
 def _mask_dir(root: Path) -> Path | None:
@@ -417,15 +426,16 @@ def _gradcam_table(runs: list[dict], gradcam_info: dict[str, Any] | None) -> dic
     if gradcam_info is None:
         return None
     rows: dict[str, dict[str, Any]] = {}
+    layers: dict[str, str] = {}
     for r in runs:
         if "gradcam_energy" in r:
             rows.setdefault(r["network"], {})[METHOD_NAMES[r["method"]]] = r["gradcam_energy"]
+            layers[r["network"]] = r["gradcam_layer"]
     return {"mask_source": gradcam_info["mask_source"], "lesion_area": gradcam_info["lesion_area"],
             "images": gradcam_info["image_ids"], "seed": gradcam_info["seed"], "energy_in_lesion": rows,
-            "claim": published.CLAIMS["interpretability"],
+            "layers": layers, "claim": published.CLAIMS["interpretability"],
             "note": "Share of Grad-CAM energy inside the lesion mask (mean over images; None where every map was "
-                    "all zero); an energy equal to the lesion area is what a uniform map gives, e.g. when the last "
-                    "convolutional feature map is 1x1 (ResNet34 below 64 px input)"}
+                    "all zero); an energy equal to the lesion area is what a uniform map gives (no localisation)"}
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -483,8 +493,10 @@ def _markdown(payload: dict[str, Any]) -> str:
         lines += ["## Grad-CAM energy inside the lesion", "",
                   f"Masks: {gc['mask_source']}; mean lesion area {area} of the image; {len(gc['images'])} test "
                   f"images of seed {gc['seed']}. {gc['note']}.", ""]
-        body = [[net, *(rows.get(m) for m in ("STD", "AT", "DPAAT"))] for net, rows in gc["energy_in_lesion"].items()]
-        lines += [markdown_table(["CNN", "STD", "AT", "DPAAT"], body), "", f"Paper: {gc['claim']}.", ""]
+        body = [[net, gc["layers"].get(net, "–"), *(rows.get(m) for m in ("STD", "AT", "DPAAT"))]
+                for net, rows in gc["energy_in_lesion"].items()]
+        lines += [markdown_table(["CNN", "layer (map)", "STD", "AT", "DPAAT"], body), "", f"Paper: {gc['claim']}.",
+                  ""]
     lines += ["## Run times", "", markdown_table(["CNN", "method", "seed", "train s", "total s", "CPU s"], [
         [r["network"], r["method"], r["seed"], f"{r['train_seconds']:.1f}", f"{r['seconds']:.1f}",
          f"{r['cpu_seconds']:.1f}"]

@@ -134,6 +134,16 @@ def distributed_ready() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def wait_for_all_ranks(*_: Any) -> None:
+    """``dist.barrier()`` under an initialised multi-process group, else nothing; an ignite handler (any
+    arguments ignored). Attached to a trainer's ``COMPLETED`` so that no rank reaches the bundle's ``finalize``
+    (``destroy_process_group``) and exits while rank 0 still runs its final validation handlers (robust
+    validation takes seconds to minutes): a gloo rank that tore down its group and exited while its peer still
+    worked aborted (``terminate called without an active exception``, SIGABRT)."""
+    if distributed_ready():
+        dist.barrier()
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum ``values`` over all ranks (no-op without an initialised process group); returns a new tensor
     on the input's device. Float64 so sums of per-sample losses agree bit-for-bit on every rank."""
