@@ -710,7 +710,7 @@ PAPERS = {"dpaat": "monai_dpaat.reproduce.dpaat", "unet-attacks": "monai_dpaat.r
 
 
 def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results", data: str | None = None,
-              seeds: int | None = None) -> None:
+              seeds: int | None = None, render: str | None = None) -> None:
     """Reproduce a paper's tables, the published numbers beside ours (mean ± std over seeds, the difference, a
     paired test), written to ``OUTPUT_DIR/<paper>_<scale>.{json,md}`` (``-`` as ``_``) with the command, commit and
     machine.
@@ -723,6 +723,8 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
         output_dir: where the results go.
         data: the data folder (default: the sample data next to the checkout, ``../shared/data``).
         seeds: number of seeds (default: the scale's, 3 at ``quick``).
+        render: instead of running, rewrite the report (Markdown and claims) of an earlier run from its JSON file
+            with this version's code; the numbers stay the JSON's.
     """
     import importlib
 
@@ -741,8 +743,16 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
             raise ValueError(f"--seeds must be a whole number >= 1, got {seeds!r}")
     except ValueError as err:
         raise CLIError(f"reproduce: {err}") from None
+    module = importlib.import_module(PAPERS[paper])
+    if render is not None:
+        try:
+            module.render(render)
+        except ValueError as err:
+            raise CLIError(f"reproduce --render: {err}") from None
+        print(Path(render).with_suffix(".md"))
+        return
     name = f"{paper.replace('-', '_')}_{scale}"
-    importlib.import_module(PAPERS[paper]).run(scale=scale, output_dir=output_dir, data=data, seeds=seeds, name=name)
+    module.run(scale=scale, output_dir=output_dir, data=data, seeds=seeds, name=name)
     for suffix in (".md", ".json"):
         print(Path(output_dir) / f"{name}{suffix}")
 

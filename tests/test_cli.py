@@ -673,6 +673,9 @@ def test_overrides_refuses_an_unknown_method_or_a_folder_without_train_json(caps
     (["reproduce", "dpaat", "--scale", "fast"], "--scale must be one of ['smoke', 'quick', 'paper'], got 'fast'"),
     (["reproduce", "unet-attacks", "--seeds", "0"], "--seeds must be a whole number >= 1, got 0"),
     (["reproduce"], "give one paper"),
+    (["reproduce", "dpaat", "--render", "/nonexistent/dpaat_quick.json"],
+     "reproduce --render: results file '/nonexistent/dpaat_quick.json' does not exist"),
+    (["reproduce", "dpaat", "--rendr", "x.json"], "did you mean --render?"),
 ])
 def test_reproduce_refuses_bad_input_before_any_work(argv, message, tmp_path, capsys):
     from monai_dpaat.cli import main

@@ -125,3 +125,22 @@ def test_smoke_reproduction_writes_every_table(tmp_path, data_dir):
     assert " paper |" in markdown and "not testable" in markdown.lower()
     for reduction in on_disk["reductions"]:
         assert reduction in markdown
+
+    # every claim of the paper has a row: the two robustness readings, GAcc, Grad-CAM, the 5 ablation statements;
+    # one seed: the paired tests are untested, the counts cover the CNNs that ran
+    outcomes = [c["outcome"] for c in on_disk["claims"]]
+    assert len(outcomes) == 3 + 1 + len(published.ABLATION_CLAIMS)
+    assert outcomes[:3] == ["untested"] * 3
+    assert re.fullmatch(r"held on \d of [0-2] CNNs \(DPAAT above both\)", outcomes[3]), outcomes[3]
+    assert all(re.fullmatch(r"held on [01] of 1 CNNs", o) for o in outcomes[4:]), outcomes
+    assert "## Claims" in markdown and markdown.index("## Claims") < markdown.index("## Table I")
+    for c in on_disk["claims"]:
+        assert c["paper"] in markdown and c["measured"] in markdown
+
+    # --render rewrites the report from the JSON alone: same claims and tables, marked as re-rendered
+    (tmp_path / "dpaat_smoke.md").unlink()
+    rendered = dpaat.render(tmp_path / "dpaat_smoke.json")
+    again = (tmp_path / "dpaat_smoke.md").read_text()
+    assert rendered["claims"] == on_disk["claims"] and "re-rendered by commit" in again
+    kept = [line for line in again.splitlines() if "re-rendered by commit" not in line]
+    assert "\n".join(kept) + "\n" == markdown  # all but the re-rendered line

@@ -112,3 +112,31 @@ def test_smoke_run_writes_the_tables(tmp_path, data_dir):
         assert heading in markdown
     assert "UNet paper" in markdown and "Att-UNet++ diff" in markdown
     assert f"{published.ATTACK_DICE['Att-UNet++']['GN']:.4f}" in markdown
+
+
+def test_claims_of_the_committed_quick_results(tmp_path):
+    """The committed quick results (docs/results) re-rendered: one claim row per paired test, per model for PGD vs
+    FGSM and for the GN drop, each outcome derived from the numbers."""
+    import shutil
+    from pathlib import Path
+
+    from monai_dpaat.reproduce.stats import claim_outcome
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "unet_attacks_quick.json"
+    shutil.copy(committed, tmp_path / "unet_attacks_quick.json")
+    payload = unet_attacks.render(tmp_path / "unet_attacks_quick.json")
+    claims = payload["claims"]
+    tests = payload["paired_tests"]
+    assert len(claims) == len(tests) + 1 + 2 * len(published.MODELS)
+    for c, t in zip(claims, tests.values()):
+        assert c["outcome"] == claim_outcome(t, 1 if t["paper_difference"] > 0 else -1)
+        assert f"{t['mean_difference']:+.4f}" in c["measured"]
+    assert re.fullmatch(r"held on \d+ of 16 \(model, attack\) pairs", claims[len(tests)]["outcome"])
+    markdown = (tmp_path / "unet_attacks_quick.md").read_text()
+    assert "re-rendered by commit" in markdown and markdown.index("## Claims") < markdown.index("## Table 1")
+    with pytest.raises(ValueError, match="not 'Li et al"):
+        from monai_dpaat.reproduce import dpaat
+
+        dpaat.render(tmp_path / "unet_attacks_quick.json")
+    with pytest.raises(ValueError, match="does not exist"):
+        unet_attacks.render(tmp_path / "missing.json")

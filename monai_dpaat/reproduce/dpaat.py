@@ -29,7 +29,8 @@ from typing import Any
 
 from . import check_scale
 from . import published_dpaat as published
-from .results import comparison_table, markdown_table, provenance, write_results
+from .results import (claim, claims_section, comparison_table, markdown_table, provenance, read_results,
+                      write_results)
 from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test
 
 __all__ = ["SETTINGS", "settings", "run"]
@@ -41,6 +42,8 @@ ABLATION_METHODS = {"at": "AT", "d-a": "D-A", "d-b": "D-B", "dpaat": "D-(A+B)"}
 ATTACK_COLUMNS = published.TABLE_I_COLUMNS[:-1]  # the dpaat-table preset's labels
 WORST = "Worst case"
 ALL_SIX = published.GROUPS["all six"]
+#: the ``"paper"`` entry of the results
+PAPER = "Li et al. 2024, Dynamic perturbation-adaptive adversarial training on medical image classification (DPAAT)"
 
 #: the settings of each scale; ``reductions`` says how each differs from the paper's (Sec. IV-A)
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -438,6 +441,59 @@ def _gradcam_table(runs: list[dict], gradcam_info: dict[str, Any] | None) -> dic
                     "all zero); an energy equal to the lesion area is what a uniform map gives (no localisation)"}
 
 
+# ---------------------------------------------------------------------------------------------- claims
+def _test_claim(paper: str, test: dict[str, Any], what: str) -> dict[str, str]:
+    p = "–" if test["p"] is None else f"{test['p']:.3g}"
+    measured = f"DPAAT - AT {what} = {test['mean_difference']:+.3f} over {test['n']} paired values, p = {p}"
+    return claim(paper, measured, claim_outcome(test, +1))
+
+
+def _count_claim(paper: str, held: Sequence[bool], over: str, measured: str) -> dict[str, str]:
+    return claim(paper, measured, f"held on {sum(held)} of {len(held)} {over}" if held else "untested")
+
+
+def claims(payload: dict[str, Any]) -> list[dict[str, str]]:
+    """Each claim of the paper (:data:`~monai_dpaat.reproduce.published_dpaat.CLAIMS`, the ablation's
+    :data:`~monai_dpaat.reproduce.published_dpaat.ABLATION_CLAIMS`), what ``payload`` (a run's results) measured
+    for it and whether it held."""
+    runs, networks, seeds = payload["runs"], payload["settings"]["networks"], payload["seeds"]
+    out = []
+    dp, at = _group_values(runs, networks, "dpaat", "I"), _group_values(runs, networks, "at", "I")
+    common = [s for s in seeds if s in dp and s in at]
+    pgd = paired_test([dp[s]["20-PGD"] for s in common], [at[s]["20-PGD"] for s in common], "20-PGD")
+    out.append(_test_claim(published.CLAIMS["robustness"], pgd, f"20-PGD RAcc (mean over {len(networks)} CNNs)"))
+    worst = payload["paired_tests"]["worst-case RAcc"]
+    out.append(_test_claim(published.CLAIMS["robustness"] + " [on the worst case of the five attacks]", worst,
+                           "worst-case RAcc"))
+    out.append(_test_claim(published.CLAIMS["generalization"], payload["paired_tests"]["GAcc"], "GAcc"))
+    gc = payload.get("gradcam")
+    if gc:
+        rows = {n: e for n, e in gc["energy_in_lesion"].items()
+                if all(e.get(m) is not None for m in ("STD", "AT", "DPAAT"))}
+        held = [e["DPAAT"] > max(e["STD"], e["AT"]) for e in rows.values()]
+        mean = {m: sum(e[m] for e in rows.values()) / len(rows) for m in ("STD", "AT", "DPAAT")} if rows else {}
+        area = "–" if gc["lesion_area"] is None else f"{gc['lesion_area']:.3f}"
+        energies = ", ".join(f"{m} {v:.3f}" for m, v in mean.items())
+        measured = (f"Grad-CAM energy in the lesion, mean over CNNs: {energies} (uniform map: {area}); "
+                    f"seed {gc['seed']}, {len(gc['images'])} images")
+        out.append(_count_claim(published.CLAIMS["interpretability"], held, "CNNs (DPAAT above both)", measured))
+    abl = payload["ablation"]["claims"]
+    for key, text in published.ABLATION_CLAIMS.items():
+        held = [c[key]["held_on_means"] for c in abl.values() if key in c]
+        out.append(_count_claim(f"Ablation: {text}", held, "CNNs", f"means over seeds on {', '.join(abl)}"))
+    return out
+
+
+def render(json_file: str | os.PathLike) -> dict[str, Any]:
+    """Rewrite a run's Markdown (and its ``claims``) from its JSON with this code, without training: for a report
+    whose format changed after the run. The numbers are the JSON's; the payload records who re-rendered it."""
+    payload, folder, name = read_results(json_file, PAPER)
+    payload["claims"] = claims(payload)
+    payload["rendered"] = provenance()
+    write_results(folder, name, payload, _markdown(payload))
+    return payload
+
+
 # ---------------------------------------------------------------------------------------------- Markdown
 def _ran(networks: Sequence[str], group: str) -> str:
     return f"{len(networks)} of the paper's {len(published.GROUPS[group])} CNNs: {', '.join(networks)}"
@@ -450,7 +506,10 @@ def _markdown(payload: dict[str, Any]) -> str:
              f"Machine: {prov['machine']}  ", f"Started {prov['started']}, finished {prov['finished']}, "
              f"wall time {payload['wall_seconds']:.0f} s, CPU time {payload['cpu_seconds']:.0f} s  ",
              f"Classes: {', '.join(payload['classes'])}; seeds: {payload['seeds']}; CNNs: {', '.join(cfg['networks'])}",
-             "", "## Reductions against the paper's settings", ""]
+             *([f"Report re-rendered by commit `{payload['rendered']['commit']}` from this run's JSON  "]
+               if payload.get("rendered") else []),
+             "", *claims_section(payload.get("claims") or claims(payload)),
+             "## Reductions against the paper's settings", ""]
     lines += [f"- {r}" for r in payload["reductions"]] or ["- none"]
     lines += ["", "## Choices the paper leaves open", ""] + [f"- {c}" for c in payload["choices"]]
     lines += ["", "## Method settings as run (first run of each method)", ""]
@@ -549,8 +608,7 @@ def run(scale: str = "smoke", output_dir: str | os.PathLike = "docs/results", da
                 runs.append(_train_and_evaluate(cfg, net, method, seed, classes, root,
                                                 gradcam if method in gradcam_methods else None))
     payload: dict[str, Any] = {
-        "paper": "Li et al. 2024, Dynamic perturbation-adaptive adversarial training on medical image "
-                 "classification (DPAAT)",
+        "paper": PAPER,
         "scale": scale, "classes": classes, "seeds": seed_list, "data": str(root),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k != "reductions"},
         "reductions": reductions, "choices": CHOICES,
@@ -564,5 +622,6 @@ def run(scale: str = "smoke", output_dir: str | os.PathLike = "docs/results", da
     payload["wall_seconds"] = time.perf_counter() - t0
     payload["cpu_seconds"] = time.process_time() - cpu0  # this process's CPU time (all threads)
     payload["provenance"] = provenance(argv, started)
+    payload["claims"] = claims(payload)
     write_results(output_dir, name, payload, _markdown(payload))
     return payload

@@ -15,9 +15,10 @@ from typing import Any
 
 from monai_dpaat.atomic_io import atomic_write_text, ensure_output_dir
 
-from .stats import format_mean_std
+from .stats import SIGNIFICANCE, format_mean_std
 
-__all__ = ["provenance", "markdown_table", "comparison_table", "write_results"]
+__all__ = ["provenance", "markdown_table", "comparison_table", "claim", "claims_section", "write_results",
+           "read_results"]
 
 
 def _commit() -> str | None:
@@ -93,6 +94,22 @@ def comparison_table(rows: dict[str, dict[str, dict[str, Any]]], columns: Sequen
     return markdown_table(header, body, digits)
 
 
+def claim(paper: str, measured: str, outcome: str) -> dict[str, str]:
+    """One claim of a paper, what this reproduction measured for it, and the outcome in one word or phrase
+    (``held``, ``contradicted``, ``not significant``, ``untested``, ``held on 2 of 6 CNNs``...)."""
+    return {"paper": paper, "measured": measured, "outcome": outcome}
+
+
+def claims_section(claims: Sequence[dict[str, str]]) -> list[str]:
+    """The Markdown lines of the "Claims" section: one row per :func:`claim`, first in each report."""
+    rows = [[c["paper"], c["measured"], f"**{c['outcome']}**"] for c in claims]
+    return ["## Claims: what the paper says, what was measured here, whether it held", "",
+            markdown_table(["paper's claim", "measured here", "outcome"], rows), "",
+            f"*held* / *contradicted*: a paired t-test over seeds with p < {SIGNIFICANCE} in / against the paper's "
+            "direction; *not significant*: p >= that; *untested*: no variance (one seed). Counts (*held on k of n*) "
+            "compare means and are descriptive.", ""]
+
+
 def write_results(output_dir: str | os.PathLike, name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``<output_dir>/<name>.json`` (``payload``) and ``<name>.md`` (``markdown``) atomically (an
     earlier result stays whole until the new file is complete). Returns both paths."""
@@ -100,3 +117,20 @@ def write_results(output_dir: str | os.PathLike, name: str, payload: dict[str, A
     json_path = atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=2, sort_keys=False) + "\n")
     md_path = atomic_write_text(out / f"{name}.md", markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def read_results(json_file: str | os.PathLike, paper: str) -> tuple[dict[str, Any], Path, str]:
+    """``(payload, folder, name)`` of a results file written by :func:`write_results` for ``paper`` (its
+    ``"paper"`` entry); a clear error for a missing or unreadable file, or one of another paper."""
+    path = Path(json_file)
+    if not path.is_file():
+        raise ValueError(f"results file {str(path)!r} does not exist")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"results file {str(path)!r} is not readable JSON: {err}") from None
+    if not isinstance(payload, dict) or "runs" not in payload or "provenance" not in payload:
+        raise ValueError(f"results file {str(path)!r} is not a reproduction's results (no 'runs'/'provenance')")
+    if payload.get("paper") != paper:
+        raise ValueError(f"results file {str(path)!r} holds results of {payload.get('paper')!r}, not {paper!r}")
+    return payload, path.parent, path.stem

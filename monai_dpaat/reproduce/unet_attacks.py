@@ -40,7 +40,8 @@ from monai_dpaat.utils import run_bundle
 
 from . import check_scale
 from . import published_unet as published
-from .results import comparison_table, markdown_table, provenance, write_results
+from .results import (claim, claims_section, comparison_table, markdown_table, provenance, read_results,
+                      write_results)
 from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test, summarize
 
 __all__ = ["run", "SETTINGS", "NETWORKS", "GN_SWEEP", "DEFAULT_GN_STD", "resolve_data", "gn_std_matching"]
@@ -264,6 +265,64 @@ def _gn_analysis(runs: Mapping[str, list[dict]], stds: Sequence[float]) -> dict[
     return out
 
 
+# ---------------------------------------------------------------------------------------------- claims
+def claims(payload: dict[str, Any]) -> list[dict[str, str]]:
+    """What the paper's tables claim (its prose did not survive extraction), what ``payload`` (a run's results)
+    measured and whether it held: which model scores higher clean and under each attack (paired tests), that
+    every attack lowers Dice, that PGD hurts more than FGSM, and how strong its Gaussian noise was."""
+    a, b = published.MODELS
+    runs, out = payload["runs"], []
+    for label, t in payload["paired_tests"].items():
+        row = "Original" if label.startswith("clean") else label
+        source = published.CLEAN if row == "Original" else published.ATTACK_DICE
+        key = "Dice" if row == "Original" else row
+        higher, lower = (a, b) if t["paper_difference"] > 0 else (b, a)
+        where = "on clean images (table 1)" if row == "Original" else f"under {row}"
+        p = "–" if t["p"] is None else f"{t['p']:.3g}"
+        paper = f"{higher} has the higher Dice {where} ({source[higher][key]:.4f} vs {source[lower][key]:.4f})"
+        out.append(claim(paper,
+                         f"{a} - {b} = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {p}",
+                         claim_outcome(t, 1 if t["paper_difference"] > 0 else -1)))
+    mean = {(m, r): summarize(_values(runs, m, r, "dice"))["mean"]
+            for m in published.MODELS for r in ("Original", *published.ATTACKS)}
+    lowered = [(m, r) for m in published.MODELS for r in published.ATTACKS if mean[m, r] < mean[m, "Original"]]
+    out.append(claim("every attack lowers both models' Dice (tables 2-3)",
+                     "mean Dice under attack below the clean mean", f"held on {len(lowered)} of "
+                     f"{len(published.MODELS) * len(published.ATTACKS)} (model, attack) pairs"))
+    for m in published.MODELS:
+        t = paired_test(_values(runs, m, "PGD", "dice"), _values(runs, m, "FGSM", "dice"), f"{m} PGD vs FGSM")
+        p = "–" if t["p"] is None else f"{t['p']:.3g}"
+        out.append(claim(f"{m}: PGD lowers Dice more than FGSM ({published.ATTACK_DICE[m]['PGD']:.4f} vs "
+                         f"{published.ATTACK_DICE[m]['FGSM']:.4f})",
+                         f"PGD - FGSM Dice = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {p}",
+                         claim_outcome(t, -1)))
+    std = payload["settings"]["gn_std"]
+    for m in published.MODELS:
+        gn = payload["gn_sweep"][m]
+        ours = gn["relative_drop"][str(float(std))]["mean"] if str(float(std)) in gn["relative_drop"] else None
+        match, top = gn["matching_std"], max(float(k) for k in gn["relative_drop"])
+        if ours is not None and ours >= gn["paper_relative_drop"]:
+            outcome = f"held at std {std}"
+        elif match is not None:
+            outcome = f"not at std {std}; reached at std ≈ {match:.3g}"
+        else:
+            outcome = f"not reproduced by any std up to {top:g}"
+        measured = "–" if ours is None else f"relative Dice drop {ours:.3f} at std {std}"
+        out.append(claim(f"{m}: Gaussian noise cuts Dice by {gn['paper_relative_drop']:.1%} (table 2, std not given)",
+                         measured, outcome))
+    return out
+
+
+def render(json_file: str | os.PathLike) -> dict[str, Any]:
+    """Rewrite a run's Markdown (and its ``claims``) from its JSON with this code, without training: for a report
+    whose format changed after the run. The numbers are the JSON's; the payload records who re-rendered it."""
+    payload, folder, name = read_results(json_file, PAPER)
+    payload["claims"] = claims(payload)
+    payload["rendered"] = provenance()
+    write_results(folder, name, payload, _markdown(payload))
+    return payload
+
+
 # ---------------------------------------------------------------------------------------------- report
 def _markdown(payload: dict[str, Any]) -> str:
     t = payload["tables"]
@@ -271,6 +330,9 @@ def _markdown(payload: dict[str, Any]) -> str:
     lines = [f"# Reproduction: {PAPER}", "",
              f"Scale **{payload['scale']}**, {payload['seeds']} seed(s), data `{payload['data']}`; every cell is ours "
              "(mean ± std over seeds) next to the paper's number and the difference (ours - paper).", "",
+             *([f"Report re-rendered by commit `{payload['rendered']['commit']}` from this run's JSON.", ""]
+               if payload.get("rendered") else []),
+             *claims_section(payload.get("claims") or claims(payload)),
              "## Reductions", "", *[f"- {r}" for r in payload["reductions"]], "",
              "## Settings", "", *[f"- {k}: `{v}`" for k, v in payload["settings"].items()], "",
              "## Table 1: clean test metrics", "", comparison_table(t["clean"], models, 4), "",
@@ -369,6 +431,7 @@ def run(scale: str = "smoke", output_dir: str | os.PathLike = "docs/results", da
         "notes": NOTES, "seconds": round(time.perf_counter() - start, 1),
     }
     payload["provenance"] = provenance(started=started)
+    payload["claims"] = claims(payload)
     paths = write_results(output_dir, name, payload, _markdown(payload))
     payload["files"] = [str(p) for p in paths]
     return payload
