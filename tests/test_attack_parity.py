@@ -212,3 +212,51 @@ def test_ti_smoothing_equals_torchattacks_conv2d_kernel(length):
     theirs = F.conv2d(grad, kernel, stride=1, padding="same", groups=3)
     ours = gaussian_smooth(grad, length, 3.0)
     assert max_diff(ours, theirs) < 1e-6, f"TI smoothing differs from torchattacks' kernel by {max_diff(ours, theirs)}"
+
+
+def test_fgsm_rs_matches_torchattacks_ffgsm_under_the_same_seed(problem):
+    """FGSM with a random start (Wong et al. 2020) is torchattacks' FFGSM: U(-eps, eps) start, one step, projection."""
+    from monai_dpaat.attacks import FGSMRS
+
+    model, x, y = problem
+    alpha = 10 / 255  # torchattacks' FFGSM default; ours defaults to 1.25 eps
+    torch.manual_seed(5)
+    torch.randn_like(x)  # FFGSM draws its start as torch.randn_like(x).uniform_(...): the normals come first
+    a = FGSMRS(eps=EPS, alpha=alpha, value_range=(0, 1))(model, x, y)
+    torch.manual_seed(5)
+    b = torchattacks.FFGSM(model, eps=EPS, alpha=alpha)(x, y)
+    assert model.training and not torch.equal(a, x)
+    assert max_diff(a, b) < TOL, f"FGSM-RS differs from torchattacks.FFGSM by {max_diff(a, b)}"
+    assert FGSMRS(eps=EPS).alpha == pytest.approx(1.25 * EPS)
+
+
+def _nfgsm_reference(model, x, y, eps, alpha, k, clip):
+    """N-FGSM as written in de Jorge et al.'s training loop (github.com/pdejorge/N-FGSM, train.py), images in
+    [0, 1]: ``delta ~ U(-k eps, k eps)`` clamped so that ``x + delta`` is an image, one signed step, optional
+    ``clip``, no projection onto the eps ball."""
+    delta = torch.zeros_like(x).uniform_(-k * eps, k * eps)
+    delta = torch.clamp(delta, 0 - x, 1 - x).requires_grad_(True)
+    model.eval()
+    loss = F.cross_entropy(model(x + delta), y)
+    (grad,) = torch.autograd.grad(loss, delta)
+    model.train()
+    delta = delta.detach() + alpha * torch.sign(grad)
+    if clip is not None:
+        delta = torch.clamp(delta, -clip, clip)
+    delta = torch.clamp(delta, 0 - x, 1 - x)
+    return x + delta
+
+
+@pytest.mark.parametrize("clip", [None, 1.5])
+def test_nfgsm_matches_the_papers_training_loop_under_the_same_seed(problem, clip):
+    from monai_dpaat.attacks import NFGSM
+
+    model, x, y = problem
+    torch.manual_seed(7)
+    ours = NFGSM(eps=EPS, value_range=(0, 1), clip=clip)(model, x, y)
+    torch.manual_seed(7)
+    theirs = _nfgsm_reference(model, x, y, EPS, EPS, 2.0, None if clip is None else clip * EPS)
+    assert max_diff(ours, theirs) < TOL, f"N-FGSM differs from the reference by {max_diff(ours, theirs)}"
+    size = (ours - x).abs().flatten(1).amax(1)
+    bound = 3 * EPS if clip is None else clip * EPS
+    assert bool((size > EPS * 1.01).any()) and bool((size <= bound + 1e-6).all())  # beyond eps, within its bound

@@ -148,8 +148,12 @@ def perturbation_size(attack, adv, x) -> torch.Tensor:
     return d.norm(dim=1) if getattr(attack, "norm", "Linf") == "L2" else d.abs().amax(dim=1)
 
 
-def assert_in_ball(attack, adv, x, eps) -> None:
-    size, eps = perturbation_size(attack, adv, x), torch.as_tensor(eps, dtype=x.dtype).expand(x.shape[0])
+def assert_in_ball(attack, adv, x, eps, alpha=None) -> None:
+    """Each sample's perturbation within the attack's bound at ``eps`` (``eps`` itself, but N-FGSM's
+    unprojected ``k eps + alpha``; ``alpha``: the step the call used, default the attack's)."""
+    eps = torch.as_tensor(eps, dtype=x.dtype).expand(x.shape[0])
+    alpha = None if alpha is None else torch.as_tensor(alpha, dtype=x.dtype).expand(x.shape[0])
+    size, eps = perturbation_size(attack, adv, x), torch.as_tensor(attack.perturbation_bound(eps, alpha))
     # float rounding of (x + delta) - x: a few ulp of the data's magnitude
     tol = 1e-6 * (1 + x.abs().max()) * (x[0].numel() ** 0.5 if getattr(attack, "norm", "Linf") == "L2" else 1)
     assert bool((size <= eps + tol).all()), f"{attack!r}: perturbation {size.tolist()} exceeds eps {eps.tolist()}"
@@ -202,13 +206,13 @@ def test_invariants_per_sample_eps(name, key):
     assert torch.isfinite(adv).all()
     assert torch.equal(x, x0) and torch.equal(y, y0), "the attack modified its input images/targets in place"
     assert_same_state(before, model_state(net))
-    assert_in_ball(attack, adv, x, eps)
+    assert_in_ball(attack, adv, x, eps, alpha=eps / 4)
     assert torch.equal(adv[0], x[0]), "eps_i = 0 must leave sample i unchanged"
     lo, hi = x.flatten(1).amin(1), x.flatten(1).amax(1)  # value_range="data" is the default
     assert bool((adv.flatten(1).amin(1) >= lo).all() and (adv.flatten(1).amax(1) <= hi).all())
     if attack.uses_gradient:  # classification targets are the clean predictions, so APGD searches them too
         # APGD: on its search points (it returns never-fooled samples clean, as the reference implementation)
-        assert_in_ball(attack, searched, x, eps)
+        assert_in_ball(attack, searched, x, eps, alpha=eps / 4)
         moved = perturbation_size(attack, searched, x)[1:]
         assert bool((moved > 0).all()), f"{name} left samples with eps > 0 unperturbed: sizes {moved.tolist()}"
 

@@ -12,6 +12,7 @@ from .iterative import IFGSM, PGD
 from .momentum import DIFGSM, MIFGSM, NIFGSM, SIDIFGSM, SINIFGSM, TIFGSM, MomentumIterative
 from .noise import GaussianNoise
 from .pgd_l2 import PGDL2
+from .single_step import FGSMRS, NFGSM
 from .registry import ATTACKS, build_attack, canonical_name, register_attack
 
 register_attack("fgsm", FGSM)
@@ -25,12 +26,14 @@ register_attack("di-fgsm", DIFGSM, aliases=("difgsm",))
 register_attack("si-di-fgsm", SIDIFGSM, aliases=("sidifgsm",))
 register_attack("si-ni-fgsm", SINIFGSM, aliases=("sinifgsm",))
 register_attack("gn", GaussianNoise, aliases=("gaussian-noise", "gaussiannoise"))
+register_attack("fgsm-rs", FGSMRS, aliases=("fgsmrs", "ffgsm", "fast-fgsm"))
+register_attack("n-fgsm", NFGSM, aliases=("nfgsm",))
 
 __all__ = [
     "Attack", "default_loss", "restore_model_state", "FGSM", "IFGSM", "PGD", "PGDL2", "MIFGSM", "NIFGSM",
     "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
     "build_attack", "canonical_name", "register_attack", "check_budget", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
-    "with_eps_units",
+    "with_eps_units", "FGSMRS", "NFGSM",
 ]
 
 # strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)
@@ -40,6 +43,9 @@ from .segpgd import DenseAttack, SegPGD  # noqa: E402
 
 register_attack("apgd", APGD, aliases=("apgd-ce", "auto-pgd", "autopgd"))
 register_attack("apgd-dlr", APGDDLR, aliases=("apgddlr",))
+from .adversary import TRAINING_ADVERSARIES, training_adversary  # noqa: E402
+
 register_attack("segpgd", SegPGD, aliases=("seg-pgd",))
 register_attack("cospgd", CosPGD, aliases=("cos-pgd",))
-__all__ += ["APGD", "APGDDLR", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD"]
+__all__ += ["APGD", "APGDDLR", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
+            "training_adversary"]

@@ -433,6 +433,12 @@ class Attack:
                            100 * fraction, budget_bound(self.value_range, x, self.norm)[0])
         return True
 
+    def perturbation_bound(self, eps: float | torch.Tensor, alpha: float | torch.Tensor | None = None) -> Any:
+        """The largest perturbation (in :attr:`norm`) the attack makes at budget ``eps`` and step ``alpha``
+        (default :attr:`alpha`): ``eps`` for every attack that projects onto the ``eps`` ball; a training
+        adversary without that projection (N-FGSM) overrides it."""
+        return eps
+
     def __repr__(self) -> str:
         keys = ("eps", "alpha", "steps", "random_start")
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys if hasattr(self, k))

@@ -43,7 +43,7 @@ def canonical_name(name: str) -> str:
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
     """Return an attack from a case-insensitive name: ``fgsm``, ``i-fgsm`` (``bim``), ``pgd``, ``pgd-l2``,
-    ``mi-fgsm``, ``ni-fgsm``, ``ti-fgsm``, ``di-fgsm``, ``si-di-fgsm``, ``si-ni-fgsm``, ``gn``, ``apgd``,
+    ``mi-fgsm``, ``ni-fgsm``, ``ti-fgsm``, ``di-fgsm``, ``si-di-fgsm``, ``si-ni-fgsm``, ``gn``, ``fgsm-rs``, ``n-fgsm``, ``apgd``,
     ``apgd-dlr``, ``segpgd``, ``cospgd``.
 
     Keyword arguments go to the attack's constructor (``eps``, ``alpha``, ``steps``, ``loss_function``,
