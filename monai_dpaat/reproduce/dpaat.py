@@ -29,7 +29,7 @@ from typing import Any
 
 from . import check_scale
 from . import published_dpaat as published
-from .results import (claim, claims_section, comparison_table, markdown_table, provenance, read_results,
+from .results import (claim, claims_section, comparison_table, markdown_table, provenance, render_results,
                       write_results)
 from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test
 
@@ -487,11 +487,7 @@ def claims(payload: dict[str, Any]) -> list[dict[str, str]]:
 def render(json_file: str | os.PathLike) -> dict[str, Any]:
     """Rewrite a run's Markdown (and its ``claims``) from its JSON with this code, without training: for a report
     whose format changed after the run. The numbers are the JSON's; the payload records who re-rendered it."""
-    payload, folder, name = read_results(json_file, PAPER)
-    payload["claims"] = claims(payload)
-    payload["rendered"] = provenance()
-    write_results(folder, name, payload, _markdown(payload))
-    return payload
+    return render_results(json_file, PAPER, claims, _markdown)
 
 
 # ---------------------------------------------------------------------------------------------- Markdown

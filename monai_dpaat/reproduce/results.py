@@ -18,7 +18,7 @@ from monai_dpaat.atomic_io import atomic_write_text, ensure_output_dir
 from .stats import SIGNIFICANCE, format_mean_std
 
 __all__ = ["provenance", "markdown_table", "comparison_table", "claim", "claims_section", "write_results",
-           "read_results"]
+           "read_results", "render_results"]
 
 
 def _commit() -> str | None:
@@ -134,3 +134,13 @@ def read_results(json_file: str | os.PathLike, paper: str) -> tuple[dict[str, An
     if payload.get("paper") != paper:
         raise ValueError(f"results file {str(path)!r} holds results of {payload.get('paper')!r}, not {paper!r}")
     return payload, path.parent, path.stem
+
+
+def render_results(json_file: str | os.PathLike, paper: str, claims: Any, markdown: Any) -> dict[str, Any]:
+    """Rewrite the Markdown of ``paper``'s results file ``json_file`` with ``markdown(payload)``, its ``claims``
+    recomputed by ``claims(payload)``, without running anything; the payload records who re-rendered it."""
+    payload, folder, name = read_results(json_file, paper)
+    payload["claims"] = claims(payload)
+    payload["rendered"] = provenance()
+    write_results(folder, name, payload, markdown(payload))
+    return payload
