@@ -141,9 +141,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.quick:
-        last = run(args.data_dir, ["small"], [0], [8 / 255], per_class=150, test_per_class=50, epochs=8, size=64)
+        last = run(args.data_dir, ["small"], [0], [8 / 255], per_class=400, test_per_class=100, epochs=15, size=64)
     else:
-        last = run(args.data_dir, ["small", "resnet18"], [0, 1, 2], [8 / 255, 16 / 255], per_class=300,
+        last = run(args.data_dir, ["small", "resnet18"], [0, 1, 2], [8 / 255, 16 / 255], per_class=400,
                    test_per_class=100, epochs=15, size=64)
     print(f"total {time.perf_counter() - start:.0f} s")
     print(last)
