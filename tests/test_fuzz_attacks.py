@@ -116,6 +116,8 @@ def _expected_error(s, x: torch.Tensor | None = None) -> str | None:
     """The documented ValueError this scenario must raise (a regex), or None."""
     if s["name"] == "i-fgsm" and s["kwargs"].get("random_start") is True:
         return "I-FGSM has no random start"
+    if s["name"] in ("fgsm-rs", "n-fgsm") and s["kwargs"].get("random_start") is False:
+        return "always starts from a random point"
     if not s["dtype"].is_floating_point:
         return "images must be a floating point tensor"
     if s["bad_length"]:
@@ -172,7 +174,9 @@ def test_attacks_never_crash_and_respect_their_bounds(s):
     norm = getattr(attack, "norm", "Linf")
     size_of = delta.norm(dim=1) if norm == "L2" else delta.abs().amax(dim=1)
     slack = tol * (math.sqrt(delta.shape[1]) if norm == "L2" else 1.0)
-    assert (size_of <= eps + slack).all(), f"{norm} perturbation {size_of.tolist()} exceeds eps {eps.tolist()} ({s})"
+    alpha = torch.as_tensor(s["kwargs"]["alpha"], dtype=torch.float64)
+    bound = torch.as_tensor(attack.perturbation_bound(eps, alpha), dtype=torch.float64)  # eps; N-FGSM 2 eps + alpha
+    assert (size_of <= bound + slack).all(), f"{norm} perturbation {size_of.tolist()} exceeds {bound.tolist()} ({s})"
     if vr is None:
         return
     if vr == "data" or vr == "default":
@@ -197,5 +201,5 @@ def test_every_attack_takes_per_sample_budgets_in_3d(name):
     adv = attack(net, x, y, eps=eps)
     delta = (adv - x).reshape(3, -1)
     size_of = delta.norm(dim=1) if getattr(attack, "norm", "Linf") == "L2" else delta.abs().amax(1)
-    assert (size_of <= eps + 1e-6).all()
+    assert (size_of <= attack.perturbation_bound(eps) + 1e-6).all()  # eps; N-FGSM's unprojected 2 eps + alpha
     assert torch.equal(adv[0], x[0])  # eps 0 leaves the sample as it is

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = {"monai_dpaat"} | {p.stem for p in (REPO / "tests").glob("*.py")}  # the package and the tests' own modules
+#: the package and the tests' and benchmarks' own modules (a benchmark imports its sibling scripts)
+LOCAL = {"monai_dpaat"} | {p.stem for folder in ("tests", "benchmarks") for p in (REPO / folder).glob("*.py")}
 CONFIG_IMPORT = re.compile(r"^\$\s*(?:import|from)\s+([A-Za-z_][\w]*)")
 
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 import torch
 
 from .base import Attack
+from .fgsm import _reject_unknown
 
 __all__ = ["FGSMRS", "NFGSM"]
+
+
+def _require_random_start(name: str, random_start: bool) -> None:
+    if not random_start:  # the random start is what makes these single-step attacks train robustly
+        raise ValueError(f"{name} always starts from a random point (random_start=True); for one step from the clean "
+                         "image use FGSM")
 
 
 class FGSMRS(Attack):
@@ -23,10 +30,15 @@ class FGSMRS(Attack):
         eps: L-inf budget (float or ``(N,)``).
         alpha: step size; default ``1.25 * eps`` (the paper's choice; larger steps overfit catastrophically sooner).
         loss_function, value_range, model_mode, generator: as :class:`~monai_dpaat.attacks.base.Attack`.
+        random_start: must be True (a ValueError otherwise: that is FGSM).
+        ``steps`` and ``decay``, which configs pass to every attack, are accepted and ignored (one step), as
+        :class:`~monai_dpaat.attacks.FGSM` does.
     """
 
     def __init__(self, eps=8 / 255, alpha=None, loss_function=None, value_range="data", model_mode="eval",
-                 generator=None):
+                 generator=None, random_start=True, **unused):
+        _reject_unknown(type(self).__name__, unused, allowed=("steps", "decay"))
+        _require_random_start(type(self).__name__, random_start)
         super().__init__(eps=eps, alpha=1.25 * eps if alpha is None else alpha, steps=1, loss_function=loss_function,
                          value_range=value_range, random_start=True, model_mode=model_mode, generator=generator)
 
@@ -52,11 +64,14 @@ class NFGSM(Attack):
         alpha: step size; default ``eps`` (the paper's).
         noise_magnitude: ``k``, the noise's half-width as a multiple of ``eps`` (default 2, the paper's).
         clip: ``None`` (default, the paper's: no clipping) or a multiple of ``eps`` that bounds the perturbation.
-        loss_function, value_range, model_mode, generator: as :class:`~monai_dpaat.attacks.base.Attack`.
+        loss_function, value_range, model_mode, generator: as :class:`~monai_dpaat.attacks.base.Attack`;
+            ``random_start`` must be True; ``steps`` and ``decay`` are accepted and ignored, as by :class:`FGSMRS`.
     """
 
     def __init__(self, eps=8 / 255, alpha=None, noise_magnitude=2.0, clip=None, loss_function=None,
-                 value_range="data", model_mode="eval", generator=None):
+                 value_range="data", model_mode="eval", generator=None, random_start=True, **unused):
+        _reject_unknown(type(self).__name__, unused, allowed=("steps", "decay"))
+        _require_random_start(type(self).__name__, random_start)
         if not (isinstance(noise_magnitude, (int, float)) and 0 <= noise_magnitude < float("inf")):
             raise ValueError(f"noise_magnitude must be a finite number >= 0, got {noise_magnitude!r}")
         if clip is not None and not (isinstance(clip, (int, float)) and 0 < clip < float("inf")):
