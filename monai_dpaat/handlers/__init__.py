@@ -10,6 +10,7 @@ _EXPORTS = {
     "AdversarialStatsHandler": "adversarial_stats",
     "AtomicCheckpointSaver": "checkpoint",
     "AtomicDiskSaver": "checkpoint",
+    "CatastrophicOverfittingGuard": "overfitting_guard",
     "ClassificationMetric": "classification_metric",
     "ReleaseBackbone": "backbone",
     "RobustnessValidationHandler": "robustness",
