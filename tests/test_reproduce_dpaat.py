@@ -144,3 +144,19 @@ def test_smoke_reproduction_writes_every_table(tmp_path, data_dir):
     assert rendered["claims"] == on_disk["claims"] and "re-rendered by commit" in again
     kept = [line for line in again.splitlines() if "re-rendered by commit" not in line]
     assert "\n".join(kept) + "\n" == markdown  # all but the re-rendered line
+
+
+def test_ablation_highest_is_strict():
+    """'D-B had the highest GAcc' does not hold on a tie (a network stuck at chance gives every variant 0.5)."""
+    def run(method, gacc, racc, seed):
+        rows = {c: {"accuracy": racc} for c in dpaat.ATTACK_COLUMNS}
+        rows["Original"], rows[dpaat.WORST] = {"accuracy": gacc}, {"accuracy": racc}
+        return {"network": "mobilenet_v2", "method": method, "seed": seed, "rows": rows}
+
+    tied = [run(m, 0.5, 0.5, s) for m in dpaat.ABLATION_METHODS for s in (0, 1)]
+    claims = dpaat._ablation(tied, ["mobilenet_v2"])["claims"]["mobilenet_v2"]
+    assert not claims["D-B GAcc highest"]["held_on_means"] and not claims["D-(A+B) RAcc highest"]["held_on_means"]
+    ahead = [run(m, 0.6 if m == "d-b" else 0.5, 0.4 if m == "dpaat" else 0.3, s)
+             for m in dpaat.ABLATION_METHODS for s in (0, 1)]
+    claims = dpaat._ablation(ahead, ["mobilenet_v2"])["claims"]["mobilenet_v2"]
+    assert claims["D-B GAcc highest"]["held_on_means"] and claims["D-(A+B) RAcc highest"]["held_on_means"]

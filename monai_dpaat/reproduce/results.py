@@ -136,10 +136,14 @@ def read_results(json_file: str | os.PathLike, paper: str) -> tuple[dict[str, An
     return payload, path.parent, path.stem
 
 
-def render_results(json_file: str | os.PathLike, paper: str, claims: Any, markdown: Any) -> dict[str, Any]:
+def render_results(json_file: str | os.PathLike, paper: str, claims: Any, markdown: Any,
+                   derive: Any = None) -> dict[str, Any]:
     """Rewrite the Markdown of ``paper``'s results file ``json_file`` with ``markdown(payload)``, its ``claims``
-    recomputed by ``claims(payload)``, without running anything; the payload records who re-rendered it."""
+    recomputed by ``claims(payload)`` (and ``derive(payload)``, if given, recomputing in place the sections that are
+    functions of the per-run numbers), without running anything; the payload records who re-rendered it."""
     payload, folder, name = read_results(json_file, paper)
+    if derive is not None:
+        derive(payload)
     payload["claims"] = claims(payload)
     payload["rendered"] = provenance()
     write_results(folder, name, payload, markdown(payload))
