@@ -27,6 +27,15 @@ def problem(data_dir):
     return net, x, y
 
 
+def _seeded(attack, net, images, labels, context=None):
+    """The attack's images from the same random start (seed 0), inside ``context`` if given."""
+    torch.manual_seed(0)
+    if context is None:
+        return attack(net, images, labels)
+    with context:
+        return attack(net, images, labels)
+
+
 def _accuracy(net, images, labels) -> float:
     with torch.no_grad():
         return (net(images).argmax(1) == labels).float().mean().item()
@@ -36,11 +45,8 @@ def _accuracy(net, images, labels) -> float:
 def test_attacks_under_bfloat16_autocast(problem, name):
     net, x, y = problem
     attack = ATTACKS[name]()
-    torch.manual_seed(0)
-    full = attack(net, x, y)
-    torch.manual_seed(0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = attack(net, x, y)
+    full = _seeded(attack, net, x, y)
+    mixed = _seeded(attack, net, x, y, torch.autocast("cpu", dtype=torch.bfloat16))
     assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
     size = (mixed - x).abs().flatten(1).amax(1)
     assert bool((size <= attack.perturbation_bound(EPS) + 1e-6).all())
@@ -54,8 +60,6 @@ def test_attacks_under_bfloat16_autocast(problem, name):
 def test_channels_last_inputs_give_the_same_images(problem, name):
     net, x, y = problem
     attack = ATTACKS[name]()
-    torch.manual_seed(0)
-    plain = attack(net, x, y)
-    torch.manual_seed(0)
-    last = attack(net, x.contiguous(memory_format=torch.channels_last), y)
+    plain = _seeded(attack, net, x, y)
+    last = _seeded(attack, net, x.contiguous(memory_format=torch.channels_last), y)
     assert torch.allclose(plain, last, atol=1e-6)
