@@ -1,7 +1,7 @@
 """Single-step training adversaries: FGSM with a random start (Wong et al. 2020) and N-FGSM (de Jorge et al. 2022).
 
-One forward and one backward pass per batch, against PGD-k's k: adversarial training at about twice the cost of
-standard training. Both scale their noise and step with each sample's own ``eps`` (a ``(N,)`` budget from AMAT or
+One forward and one backward pass per batch, against PGD-k's k: AT then costs about twice standard training, DPAAT
+(a clean and an adversarial training pass) about three times (``benchmarks/fast_training.py``). Both scale their noise and step with each sample's own ``eps`` (a ``(N,)`` budget from AMAT or
 DPAAT), so a per-sample adaptive budget keeps its meaning.
 """
 
