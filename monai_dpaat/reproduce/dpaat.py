@@ -31,7 +31,7 @@ from . import check_scale
 from . import published_dpaat as published
 from .results import (claim, claims_section, comparison_table, markdown_table, provenance, render_results,
                       write_results)
-from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test
+from .stats import SIGNIFICANCE, claim_outcome, compare, format_p, paired_test
 
 __all__ = ["SETTINGS", "settings", "run"]
 
@@ -446,8 +446,8 @@ def _gradcam_table(runs: list[dict], gradcam_info: dict[str, Any] | None) -> dic
 
 # ---------------------------------------------------------------------------------------------- claims
 def _test_claim(paper: str, test: dict[str, Any], what: str) -> dict[str, str]:
-    p = "–" if test["p"] is None else f"{test['p']:.3g}"
-    measured = f"DPAAT - AT {what} = {test['mean_difference']:+.3f} over {test['n']} paired values, p = {p}"
+    measured = (f"DPAAT - AT {what} = {test['mean_difference']:+.3f} over {test['n']} paired values, "
+                f"p = {format_p(test)}")
     return claim(paper, measured, claim_outcome(test, +1))
 
 
@@ -510,7 +510,7 @@ def _markdown(payload: dict[str, Any]) -> str:
              f"Classes: {', '.join(payload['classes'])}; seeds: {payload['seeds']}; CNNs: {', '.join(cfg['networks'])}",
              *([f"Report re-rendered by commit `{payload['rendered']['commit']}` from this run's JSON  "]
                if payload.get("rendered") else []),
-             "", *claims_section(payload.get("claims") or claims(payload)),
+             "", *claims_section(payload["claims"]),
              "## Reductions against the paper's settings", ""]
     lines += [f"- {r}" for r in payload["reductions"]] or ["- none"]
     lines += ["", "## Choices the paper leaves open", ""] + [f"- {c}" for c in payload["choices"]]
@@ -521,8 +521,7 @@ def _markdown(payload: dict[str, Any]) -> str:
     lines += [f"- {m}: `{settings_}`" for m, settings_ in shown.items()]
     lines += ["", "## DPAAT vs AT: paired tests", ""]
     for key, t in payload["paired_tests"].items():
-        p = "–" if t["p"] is None else f"{t['p']:.3g}"
-        lines.append(f"- **{key}** over {t['over']}: mean difference {t['mean_difference']:+.3f}, p = {p}. "
+        lines.append(f"- **{key}** over {t['over']}: mean difference {t['mean_difference']:+.3f}, p = {format_p(t)}. "
                      f"{t['verdict'][0].upper()}{t['verdict'][1:]}.")
     cols_i = (*published.TABLE_I_COLUMNS, WORST)
     lines += ["", "## Table I: RAcc and GAcc (fractions), ours (mean ± std over seeds) | paper | difference", ""]

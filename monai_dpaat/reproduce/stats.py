@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["summarize", "paired_test", "claim_outcome", "compare", "format_mean_std", "SIGNIFICANCE"]
+__all__ = ["summarize", "paired_test", "claim_outcome", "compare", "format_mean_std", "format_p", "SIGNIFICANCE"]
 
 #: the level below which a paired test's p-value settles a paper's claim
 SIGNIFICANCE = 0.05
@@ -77,3 +77,8 @@ def format_mean_std(row: dict[str, Any], digits: int = 3) -> str:
     if row.get("std") is None:
         return f"{row['mean']:.{digits}f}"
     return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+
+
+def format_p(test: dict[str, Any]) -> str:
+    """A :func:`paired_test`'s p-value for a report: ``"0.0449"`` (3 significant digits), ``"–"`` when undefined."""
+    return "–" if test["p"] is None else f"{test['p']:.3g}"

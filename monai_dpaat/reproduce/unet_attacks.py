@@ -42,7 +42,7 @@ from . import check_scale
 from . import published_unet as published
 from .results import (claim, claims_section, comparison_table, markdown_table, provenance, render_results,
                       write_results)
-from .stats import SIGNIFICANCE, claim_outcome, compare, paired_test, summarize
+from .stats import SIGNIFICANCE, claim_outcome, compare, format_p, paired_test, summarize
 
 __all__ = ["run", "SETTINGS", "NETWORKS", "GN_SWEEP", "DEFAULT_GN_STD", "resolve_data", "gn_std_matching"]
 
@@ -278,10 +278,9 @@ def claims(payload: dict[str, Any]) -> list[dict[str, str]]:
         key = "Dice" if row == "Original" else row
         higher, lower = (a, b) if t["paper_difference"] > 0 else (b, a)
         where = "on clean images (table 1)" if row == "Original" else f"under {row}"
-        p = "–" if t["p"] is None else f"{t['p']:.3g}"
         paper = f"{higher} has the higher Dice {where} ({source[higher][key]:.4f} vs {source[lower][key]:.4f})"
         out.append(claim(paper,
-                         f"{a} - {b} = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {p}",
+                         f"{a} - {b} = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {format_p(t)}",
                          claim_outcome(t, 1 if t["paper_difference"] > 0 else -1)))
     mean = {(m, r): summarize(_values(runs, m, r, "dice"))["mean"]
             for m in published.MODELS for r in ("Original", *published.ATTACKS)}
@@ -291,10 +290,9 @@ def claims(payload: dict[str, Any]) -> list[dict[str, str]]:
                      f"{len(published.MODELS) * len(published.ATTACKS)} (model, attack) pairs"))
     for m in published.MODELS:
         t = paired_test(_values(runs, m, "PGD", "dice"), _values(runs, m, "FGSM", "dice"), f"{m} PGD vs FGSM")
-        p = "–" if t["p"] is None else f"{t['p']:.3g}"
         out.append(claim(f"{m}: PGD lowers Dice more than FGSM ({published.ATTACK_DICE[m]['PGD']:.4f} vs "
                          f"{published.ATTACK_DICE[m]['FGSM']:.4f})",
-                         f"PGD - FGSM Dice = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {p}",
+                         f"PGD - FGSM Dice = {t['mean_difference']:+.4f} over {t['n']} seeds, p = {format_p(t)}",
                          claim_outcome(t, -1)))
     std = payload["settings"]["gn_std"]
     for m in published.MODELS:
@@ -328,7 +326,7 @@ def _markdown(payload: dict[str, Any]) -> str:
              "(mean ± std over seeds) next to the paper's number and the difference (ours - paper).", "",
              *([f"Report re-rendered by commit `{payload['rendered']['commit']}` from this run's JSON.", ""]
                if payload.get("rendered") else []),
-             *claims_section(payload.get("claims") or claims(payload)),
+             *claims_section(payload["claims"]),
              "## Reductions", "", *[f"- {r}" for r in payload["reductions"]], "",
              "## Settings", "", *[f"- {k}: `{v}`" for k, v in payload["settings"].items()], "",
              "## Table 1: clean test metrics", "", comparison_table(t["clean"], models, 4), "",
@@ -338,7 +336,7 @@ def _markdown(payload: dict[str, Any]) -> str:
              comparison_table(t["loss"], models, 4), "",
              "## UNet vs Att-UNet++: paired t-test over seeds (Dice)", ""]
     rows = [[label, f"{x['mean_difference']:+.4f}", f"{x['paper_difference']:+.4f}",
-             "–" if x["p"] is None else f"{x['p']:.3g}", x["claim"]] for label, x in payload["paired_tests"].items()]
+             format_p(x), x["claim"]] for label, x in payload["paired_tests"].items()]
     lines += [markdown_table(["Dice", "ours UNet - Att-UNet++", "paper", "p", "paper's claim"], rows), "",
               "## Gaussian-noise budget", "",
               f"The main tables use GN std {payload['settings']['gn_std']}. The paper gives no GN setting; its GN "
