@@ -1,8 +1,9 @@
 """Single-step training adversaries: FGSM with a random start (Wong et al. 2020) and N-FGSM (de Jorge et al. 2022).
 
 One forward and one backward pass per batch, against PGD-k's k: AT then costs about twice standard training, DPAAT
-(a clean and an adversarial training pass) about three times (``benchmarks/fast_training.py``). Both scale their noise and step with each sample's own ``eps`` (a ``(N,)`` budget from AMAT or
-DPAAT), so a per-sample adaptive budget keeps its meaning.
+(a clean and an adversarial training pass) about three times (``benchmarks/fast_training.py``). Both scale their
+noise and step with each sample's own ``eps`` (a ``(N,)`` budget from AMAT or DPAAT), so a per-sample adaptive
+budget keeps its meaning.
 """
 
 from __future__ import annotations
@@ -91,9 +92,7 @@ class NFGSM(Attack):
         noisy = self.clamp_inplace(self.noise_like(x, "uniform").mul_(self.noise_magnitude * eps).add_(x), lo, hi)
         grad = self.gradient(network, noisy, y)
         adv = torch.addcmul(noisy, grad.sign(), alpha)
-        if self.clip is not None:
-            bound = self.clip * eps
-            delta = adv.sub_(x)
-            adv = torch.maximum(torch.minimum(delta, bound, out=delta), -bound, out=delta).add_(x)
+        # no projection onto the eps ball; with clip, onto the (clip * eps) one
+        adv = self.clamp_inplace(adv, lo, hi) if self.clip is None else self.project(adv, x, self.clip * eps, lo, hi)
         # eps_i = 0 is no attack on sample i, whatever alpha is (AMAT/DPAAT give a zero budget that meaning)
-        return torch.where(eps > 0, self.clamp_inplace(adv, lo, hi), x)
+        return torch.where(eps > 0, adv, x)

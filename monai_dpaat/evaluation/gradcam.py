@@ -104,7 +104,8 @@ def layer_with_map_side(network: nn.Module, example: torch.Tensor, min_side: int
     def hook(name):
         def record(module, inputs, output):
             calls[name] = calls.get(name, 0) + 1
-            if isinstance(output, torch.Tensor) and output.ndim == example.ndim and not getattr(module, "inplace", False):
+            in_place = getattr(module, "inplace", False)
+            if isinstance(output, torch.Tensor) and output.ndim == example.ndim and not in_place:
                 done.append((name, tuple(output.shape[2:])))
         return record
 

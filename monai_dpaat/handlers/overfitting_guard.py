@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
-from monai_dpaat.attacks import PGD, with_eps_units
+from monai_dpaat.attacks import PGD, restore_model_state, with_eps_units
+from monai_dpaat.conventions import per_sample_correct, primary_output
+from monai_dpaat.training.base import attack_eps_value
 from monai_dpaat.training.utils import all_reduce_sum, unwrap_parallel
 
 __all__ = ["CatastrophicOverfittingGuard"]
@@ -25,10 +28,10 @@ logger = logging.getLogger(__name__)
 
 
 def _budget(attack: Any) -> float:
-    eps = torch.as_tensor(attack.eps).detach().reshape(-1)
-    if eps.numel() != 1 or not torch.isfinite(eps).all() or float(eps) <= 0:
+    eps = attack_eps_value(attack)
+    if eps is None or not math.isfinite(eps) or eps <= 0:
         raise ValueError(f"the training attack's eps must be one finite value > 0, got {attack.eps!r}")
-    return float(eps)
+    return eps
 
 
 class CatastrophicOverfittingGuard:
@@ -42,8 +45,8 @@ class CatastrophicOverfittingGuard:
     ``co_collapses`` (the count so far); with ``summary_writer`` or ``log_dir`` also the curves per check (tags
     ``co/single_acc``, ``co/multi_acc``, ``co/gap``, ``co/collapse``, x = iteration). :attr:`history` keeps every
     check ``{"iteration", "single_acc", "multi_acc", "gap", "collapsed", "recovering"}`` (a collapse also
-    ``"restored_from"``: the iteration whose weights came back, None before any healthy check); a check that finds the gap
-    while the fallback trains is recorded, not acted on (the weights are not restored again).
+    ``"restored_from"``: the iteration whose weights came back, None before any healthy check); a check that finds
+    the gap while the fallback trains is recorded, not acted on (the weights are not restored again).
 
     Under ``torch.distributed`` the counts are summed over ranks, so every rank decides the same and restores the
     same weights (DDP replicas are equal).
@@ -107,7 +110,8 @@ class CatastrophicOverfittingGuard:
         if self._recover_until and it >= self._recover_until:
             self._recover_until = 0
             self.iteration.attack = self.single_step
-            logger.info("catastrophic-overfitting guard: back to %s at iteration %d", type(self.single_step).__name__, it)
+            logger.info("catastrophic-overfitting guard: back to %s at iteration %d", type(self.single_step).__name__,
+                        it)
         if it == 1 or it % self.interval == 0:
             self.check(engine)
 
@@ -129,7 +133,7 @@ class CatastrophicOverfittingGuard:
         elif not record["collapsed"]:
             self._healthy = (record["iteration"], copy.deepcopy(network.state_dict()),
                              copy.deepcopy(engine.optimizer.state_dict()) if engine.optimizer is not None else None)
-        engine.state.metrics.update({"co_single_acc": single, "co_multi_acc": multi, "co_gap": single - multi,
+        engine.state.metrics.update({"co_single_acc": single, "co_multi_acc": multi, "co_gap": record["gap"],
                                      "co_collapses": float(self.collapses)})
         if self.summary_writer is not None:
             for key in ("single_acc", "multi_acc", "gap"):
@@ -160,20 +164,16 @@ class CatastrophicOverfittingGuard:
         else:
             x, y = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking,
                                         **engine.to_kwargs)[:2]
+        # labels as the trainer gives them to its attack (indices, (N, 1) or one-hot)
         x, y = torch.as_tensor(x)[: self.num_samples].detach(), torch.as_tensor(y)[: self.num_samples].detach()
-        return x.to(engine.state.device), y.reshape(len(y), -1)[:, 0].long().to(engine.state.device)
+        return x.to(engine.state.device), y.to(engine.state.device)
 
     @staticmethod
     def _correct(network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any) -> torch.Tensor:
         adv = attack(network, x, y)
-        was_training = network.training
-        network.eval()
-        try:
-            with torch.no_grad():
-                out = network(adv)
-        finally:
-            network.train(was_training)
+        with restore_model_state(network, "eval"), torch.no_grad():
+            out = primary_output(network(adv))
         if out.ndim != 2:
             raise ValueError(f"CatastrophicOverfittingGuard is for classification networks ((N, K) outputs), "
                              f"got outputs of shape {tuple(out.shape)}")
-        return (out.argmax(1) == y).sum().float().cpu()
+        return per_sample_correct(out, y).sum().float().cpu()
