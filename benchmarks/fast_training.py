@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Events
-from monai.data import CacheDataset, DataLoader
+from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training import make_model  # noqa: E402  (benchmarks/training.py: the same small CNN)
+from training import ham_splits, make_model  # noqa: E402  (benchmarks/training.py: the same data and small CNN)
 
 from monai_dpaat.attacks import APGD, FGSM, PGD, training_adversary  # noqa: E402
 from monai_dpaat.training import build_iteration  # noqa: E402
@@ -42,21 +42,6 @@ METHODS = {"STD": ("std", None), "PGD-7 AT": ("at", "pgd"), "PGD-7 DPAAT": ("dpa
            "FGSM-RS DPAAT": ("dpaat", "fgsm-rs"), "N-FGSM DPAAT": ("dpaat", "n-fgsm")}
 #: FGSM accuracy this far above PGD-20 accuracy is catastrophic overfitting
 CO_GAP = 0.30
-
-
-def ham_splits(data_dir: str, per_class: int, test_per_class: int, size: int, seed: int):
-    from monai_dpaat.data import ham10000_datalists, ham10000_transforms
-    from monai_dpaat.data.utils import reindex
-
-    lists = ham10000_datalists(Path(data_dir) / "ham10000", classes=("mel", "nv"), val_fraction=None, seed=seed)
-
-    def per_label(items, n):
-        return reindex([x for x in items if x["label"] == 0][:n] + [x for x in items if x["label"] == 1][:n])
-
-    tf = ham10000_transforms(size)
-    train = CacheDataset(per_label(lists["train"], per_class), tf, progress=False)
-    test = CacheDataset(per_label(lists["test"], test_per_class), tf, progress=False)
-    return train, torch.stack([d["image"] for d in test]), torch.tensor([int(d["label"]) for d in test])
 
 
 def accuracy(net, x, y, attack=None) -> float:
@@ -93,7 +78,8 @@ def evaluate(net, x, y, eps: float, seed: int) -> dict[str, float]:
     return {"clean": accuracy(net, x, y),
             "fgsm": accuracy(net, x, y, FGSM(eps=eps, value_range=(0, 1))),
             "pgd20": accuracy(net, x, y, PGD(eps=eps, alpha=eps / 4, steps=20, value_range=(0, 1), generator=g)),
-            "apgd": accuracy(net, x, y, APGD(eps=eps, steps=20, value_range=(0, 1), generator=torch.Generator().manual_seed(seed)))}
+            "apgd": accuracy(net, x, y, APGD(eps=eps, steps=20, value_range=(0, 1),
+                                             generator=torch.Generator().manual_seed(seed)))}
 
 
 def fmt(values: list[float]) -> str:
@@ -103,11 +89,12 @@ def fmt(values: list[float]) -> str:
 def run(data_dir: str, models: list[str], seeds: list[int], eps_list: list[float], per_class: int,
         test_per_class: int, epochs: int, size: int) -> str:
     first = ""  # the target's line: the first model at the first budget
+    splits = {seed: ham_splits(data_dir, per_class, test_per_class, size, seed) for seed in seeds}  # read once
     for model in models:
         for eps in eps_list:
             rows: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
             for seed in seeds:
-                train, x_test, y_test = ham_splits(data_dir, per_class, test_per_class, size, seed)
+                train, x_test, y_test = splits[seed]
                 for label in METHODS:
                     net, epoch_s = train_one(label, model, train, epochs, eps, seed)
                     result = {"epoch_s": epoch_s, **evaluate(net, x_test, y_test, eps, seed)}
@@ -116,8 +103,8 @@ def run(data_dir: str, models: list[str], seeds: list[int], eps_list: list[float
                     print(f"  {model} eps {eps * 255:.0f}/255 seed {seed} {label}: " +
                           ", ".join(f"{k} {v:.3f}" for k, v in result.items()), flush=True)
             std_epoch = statistics.mean(rows["STD"]["epoch_s"])
-            print(f"\n{model}, eps {eps * 255:.0f}/255, {len(seeds)} seed(s), {epochs} epochs, {per_class}/class train, "
-                  f"{test_per_class}/class test, {size}x{size}")
+            print(f"\n{model}, eps {eps * 255:.0f}/255, {len(seeds)} seed(s), {epochs} epochs, "
+                  f"{per_class}/class train, {test_per_class}/class test, {size}x{size}")
             print(f"{'method':<15}{'epoch/STD':>10}  {'clean':<15}{'PGD-20':<15}{'APGD-CE':<15}{'FGSM':<15}CO")
             for label, r in rows.items():
                 co = sum(f - p > CO_GAP for f, p in zip(r["fgsm"], r["pgd20"]))

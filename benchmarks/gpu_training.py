@@ -40,7 +40,8 @@ def trainer_for(label: str, model: str, batch: int, size: int, device: torch.dev
     items = [{"image": torch.rand(3, size, size, generator=g), "label": i % 2, "index": i} for i in range(n)]
     kwargs = {}
     if adversary is not None:
-        kwargs["attack"] = training_adversary(adversary, eps=8 / 255, pgd_alpha=2 / 255, pgd_steps=7, value_range=(0, 1))
+        kwargs["attack"] = training_adversary(adversary, eps=8 / 255, pgd_alpha=2 / 255, pgd_steps=7,
+                                              value_range=(0, 1))
     if method == "dpaat":
         kwargs["num_samples"] = n
     return SupervisedTrainer(

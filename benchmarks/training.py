@@ -110,10 +110,9 @@ def time_methods(methods: list[str], model: str, batch: dict, steps: int, warmup
     return {m: (statistics.median(walls[m]), statistics.median(cpus[m])) for m in methods}
 
 
-def ham10000_compare(data_dir: str, methods: list[str], per_class: int, test_per_class: int, epochs: int,
-                     eps: float = 8 / 255, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Train each method with a real SupervisedTrainer on HAM10000 mel vs nv; return
-    ``{method: (clean accuracy, PGD-10 robust accuracy, training CPU seconds)}`` on the test split."""
+def ham_splits(data_dir: str, per_class: int, test_per_class: int, size: int, seed: int = 0):
+    """HAM10000 mel vs nv, lesion-disjoint: a cached training dataset of ``per_class`` images per class and the test
+    split's first ``test_per_class`` per class as ``(images, labels)`` tensors, ``size`` x ``size``."""
     from pathlib import Path
 
     from monai.data import CacheDataset
@@ -126,11 +125,17 @@ def ham10000_compare(data_dir: str, methods: list[str], per_class: int, test_per
     def per_label(items, n):
         return reindex([x for x in items if x["label"] == 0][:n] + [x for x in items if x["label"] == 1][:n])
 
-    tf = ham10000_transforms(64)
+    tf = ham10000_transforms(size)
     train = CacheDataset(per_label(lists["train"], per_class), tf, progress=False)
     test = CacheDataset(per_label(lists["test"], test_per_class), tf, progress=False)
-    x_test = torch.stack([d["image"] for d in test])
-    y_test = torch.tensor([int(d["label"]) for d in test])
+    return train, torch.stack([d["image"] for d in test]), torch.tensor([int(d["label"]) for d in test])
+
+
+def ham10000_compare(data_dir: str, methods: list[str], per_class: int, test_per_class: int, epochs: int,
+                     eps: float = 8 / 255, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Train each method with a real SupervisedTrainer on HAM10000 mel vs nv; return
+    ``{method: (clean accuracy, PGD-10 robust accuracy, training CPU seconds)}`` on the test split."""
+    train, x_test, y_test = ham_splits(data_dir, per_class, test_per_class, 64, seed)
     results = {}
     for method in methods:
         torch.manual_seed(seed)
