@@ -111,6 +111,20 @@ def test_segmentation_trains_with_adversarial_dpaat_override(tmp_path):
     assert "resumed the DPAATIteration state from" in out, out[-3000:]
 
 
+@pytest.mark.parametrize("name,adversary,attack",
+                         [(CLASSIFICATION, "n-fgsm", "NFGSM"), (SEGMENTATION, "free", "FreeAT")])
+def test_single_step_and_free_dpaat_train_their_bundle(name, adversary, attack, tmp_path):
+    """The fast adversaries of issue 15 through the override files: ``--adversarial_adversary`` (Free AT with
+    ``--adversarial_free_replays``) on their own trainer, one epoch; the DPAAT table is in their checkpoint."""
+    bundle, overrides = prepare_bundle(name, tmp_path)
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
+                         {**overrides, "adversarial_adversary": adversary, "adversarial_free_replays": 2}))
+    assert re.search(rf"DPAATIteration budgets: .*attack {attack}\(", out), out[-3000:]
+    assert "Epoch[1] Complete" in out
+    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "epsilon" in saved["adversarial"]
+
+
 # --- the issue's traps, as they are today (invert each when fixed) ---------------------------------------------
 
 

@@ -25,7 +25,7 @@ def _problem():
 
 
 def test_training_adversary_by_name():
-    assert set(TRAINING_ADVERSARIES) == {"pgd", "fgsm-rs", "n-fgsm"}
+    assert set(TRAINING_ADVERSARIES) == {"pgd", "fgsm-rs", "n-fgsm", "free"}
     pgd = training_adversary("pgd", eps=0.04, pgd_alpha=0.01, pgd_steps=3)
     assert type(pgd) is PGD and pgd.steps == 3 and pgd.alpha == 0.01 and pgd.random_start
     assert training_adversary("pgd", eps=0.04).alpha == pytest.approx(0.01)  # eps / 4 by default
@@ -72,14 +72,14 @@ def test_every_bundle_and_the_overrides_have_the_adversary_key(bundle):
     assert overrides["adversarial_attack"]["attack"]["name"] == "@adversarial_adversary"
 
 
-def _ham_run(data_dir: Path, tmp_path: Path, adversary: str):
+def _ham_run(data_dir: Path, tmp_path: Path, adversary: str, **extra):
     from monai_dpaat.utils import bundle_config_files, run_bundle
 
     bundle = ROOT / "bundles" / BUNDLES[0]
     files = bundle_config_files(bundle, ("train.json", "quick.json", "methods/dpaat.json"))
     overrides = {"bundle_root": str(bundle), "dataset_dir": str(data_dir / "ham10000"), "ckpt_dir": str(tmp_path / "m"),
                  "output_dir": str(tmp_path / "e"), "max_epochs": 1, "n_train": 8, "n_test": 2, "image_size": 32,
-                 "batch_size": 8, "robust_val_max_samples": 2, "adversary": adversary, "device": "$torch.device('cpu')"}
+                 "batch_size": 8, "robust_val_max_samples": 2, "adversary": adversary, "device": "$torch.device('cpu')", **extra}
     return run_bundle(files, overrides)
 
 
@@ -104,6 +104,40 @@ def test_a_misspelled_adversary_is_refused_before_training(data_dir, tmp_path):
     while err is not None:
         chain.append(err)
         err = err.__cause__ or err.__context__
-    assert any(isinstance(e, ValueError) and "adversary must be one of ['pgd', 'fgsm-rs', 'n-fgsm'], got 'fgsm_rss'; "
+    assert any(isinstance(e, ValueError) and "adversary must be one of ['pgd', 'fgsm-rs', 'n-fgsm', 'free'], got 'fgsm_rss'; "
                "did you mean 'fgsm-rs'?" in str(e) for e in chain), chain
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("events.out.*"))  # nothing trained
+
+
+def test_ham_bundle_trains_free_dpaat_under_the_overfitting_guard(data_dir, tmp_path):
+    """``--adversary free --co_guard true``: each batch replayed ``free_replays`` times (an optimizer step each), the
+    guard's checks in the trainer's metrics and TensorBoard."""
+    from monai_dpaat.attacks import FreeAT
+
+    workflow = _ham_run(data_dir, tmp_path, "free", free_replays=2, co_guard=True, co_guard_interval=1)
+    parsed = workflow.parser.get_parsed_content
+    iteration, trainer = parsed("iteration_update"), parsed("train#trainer")
+    assert type(iteration.attack) is FreeAT and iteration.attack.replays == 2
+    assert iteration.attack.delta is not None and iteration.attack.delta.abs().max() > 0
+    assert trainer.optimizer.state_dict()["state"]  # it stepped
+    steps = next(iter(trainer.optimizer.state_dict()["state"].values()))["step"]
+    assert int(steps) == 2 * trainer.state.iteration  # two optimizer steps per batch
+    assert {"co_single_acc", "co_multi_acc", "co_gap", "co_collapses"} <= set(trainer.state.metrics)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in tmp_path.rglob("events.out.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"co/single_acc", "co/multi_acc", "co/gap", "co/collapse"} <= tags, tags
+
+
+def test_the_guard_is_off_by_default_in_the_ham_bundle(data_dir, tmp_path):
+    from monai_dpaat.handlers import CatastrophicOverfittingGuard
+
+    workflow = _ham_run(data_dir, tmp_path, "pgd")
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert "co_gap" not in trainer.state.metrics
+    handlers = workflow.parser.get_parsed_content("train#handlers")
+    assert not any(isinstance(h, CatastrophicOverfittingGuard) for h in handlers)

@@ -13,6 +13,7 @@ from .momentum import DIFGSM, MIFGSM, NIFGSM, SIDIFGSM, SINIFGSM, TIFGSM, Moment
 from .noise import GaussianNoise
 from .pgd_l2 import PGDL2
 from .single_step import FGSMRS, NFGSM
+from .free import FreeAT
 from .registry import ATTACKS, build_attack, canonical_name, register_attack
 
 register_attack("fgsm", FGSM)
@@ -33,7 +34,7 @@ __all__ = [
     "Attack", "default_loss", "restore_model_state", "FGSM", "IFGSM", "PGD", "PGDL2", "MIFGSM", "NIFGSM",
     "TIFGSM", "DIFGSM", "SIDIFGSM", "SINIFGSM", "MomentumIterative", "GaussianNoise", "ATTACKS",
     "build_attack", "canonical_name", "register_attack", "check_budget", "LargeBudgetWarning", "LARGE_BUDGET_FRACTION",
-    "with_eps_units", "FGSMRS", "NFGSM",
+    "with_eps_units", "FGSMRS", "NFGSM", "FreeAT",
 ]
 
 # strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)

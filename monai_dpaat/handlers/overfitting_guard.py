@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from monai_dpaat.attacks import PGD, restore_model_state, with_eps_units
+from monai_dpaat.attacks import FGSMRS, PGD, restore_model_state, with_eps_units
 from monai_dpaat.conventions import per_sample_correct, primary_output
 from monai_dpaat.training.base import attack_eps_value
 from monai_dpaat.training.utils import all_reduce_sum, unwrap_parallel
@@ -40,7 +40,8 @@ class CatastrophicOverfittingGuard:
     and optimizer of the last healthy check and train with ``fallback`` for ``recover_iterations`` iterations.
 
     Attach to a ``SupervisedTrainer`` whose ``iteration_update`` is ``iteration`` (a classification network: outputs
-    ``(N, K)``). Writes to ``engine.state.metrics`` after every check (their ``StatsHandler`` /
+    ``(N, K)``). Under Free AT (:class:`~monai_dpaat.attacks.FreeAT`, whose perturbation is carried over from
+    training, not made for a given batch) the single-step accuracy is FGSM-RS's at the same budget. Writes to ``engine.state.metrics`` after every check (their ``StatsHandler`` /
     ``TensorBoardStatsHandler`` log the epoch's last): ``co_single_acc``, ``co_multi_acc``, ``co_gap``,
     ``co_collapses`` (the count so far); with ``summary_writer`` or ``log_dir`` also the curves per check (tags
     ``co/single_acc``, ``co/multi_acc``, ``co/gap``, ``co/collapse``, x = iteration). :attr:`history` keeps every
@@ -78,7 +79,11 @@ class CatastrophicOverfittingGuard:
         eps, units = _budget(attack), getattr(attack, "eps_units", "absolute")
         value_range = getattr(attack, "value_range", "data")
         self.iteration = iteration
-        self.single_step = attack
+        self.training_attack = attack
+        # Free AT's adversary is no attack of a given batch (its perturbation is carried from training): the
+        # single-step side is then FGSM-RS at the same budget
+        self.single_step = attack if not getattr(attack, "uses_training_gradient", False) else with_eps_units(
+            FGSMRS(eps=eps, value_range=value_range), units)
         self.multi_step = multi_step or with_eps_units(
             PGD(eps=eps, alpha=eps / 4, steps=10, value_range=value_range), units)
         self.fallback = fallback or with_eps_units(PGD(eps=eps, alpha=eps / 2, steps=2, value_range=value_range), units)
@@ -109,9 +114,9 @@ class CatastrophicOverfittingGuard:
         it = engine.state.iteration
         if self._recover_until and it >= self._recover_until:
             self._recover_until = 0
-            self.iteration.attack = self.single_step
-            logger.info("catastrophic-overfitting guard: back to %s at iteration %d", type(self.single_step).__name__,
-                        it)
+            self.iteration.attack = self.training_attack
+            logger.info("catastrophic-overfitting guard: back to %s at iteration %d",
+                        type(self.training_attack).__name__, it)
         if it == 1 or it % self.interval == 0:
             self.check(engine)
 

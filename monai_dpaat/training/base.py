@@ -101,6 +101,14 @@ class AdversarialIteration:
 
     # ------------------------------------------------------------------ ignite entry point
     def __call__(self, engine: Any, batchdata: Any) -> Any:
+        # Free AT (attacks.FreeAT): the batch is trained on `replays` times, each replay an optimizer step whose
+        # backward also moves the adversary's carried perturbation; handlers see the last replay's output
+        for _ in range(max(1, int(getattr(self.attack, "replays", 1)))):
+            output = self.train_step(engine, batchdata)
+        return output
+
+    def train_step(self, engine: Any, batchdata: Any) -> Any:
+        """One optimizer step on the batch: attack, MONAI's ``_iteration`` with the method's loss, state update."""
         inputs, targets, args, kwargs = unpack_batch(engine, batchdata)
         if not self._budgets_checked:  # before the first attack and optimizer step
             self._budgets_checked = self.check_budgets(inputs)
@@ -109,6 +117,9 @@ class AdversarialIteration:
             logger.info("%s", self.describe_bounds())
         step: dict[str, Any] = {"inputs": inputs, "targets": targets, "args": args, "kwargs": kwargs}
         step.update(self.prepare_step(engine, batchdata, step))
+        free = getattr(self.attack, "uses_training_gradient", False)
+        if free:  # the training backward gives the input gradient too (kept in float32 under autocast)
+            step["x_adv"] = step["x_adv"].detach().requires_grad_(True)
         engine.state.adversarial = {}
         patches = self.patches(engine, step)
         saved = {name: getattr(engine, name) for name in patches}
@@ -126,6 +137,8 @@ class AdversarialIteration:
         finally:
             for name, value in saved.items():
                 setattr(engine, name, value)
+        if free:
+            self.attack.update(step["x_adv"])
         self.finish_step(engine, step)
         return output
 
