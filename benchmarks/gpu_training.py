@@ -2,8 +2,9 @@
 
 Real ``SupervisedTrainer`` iterations (``amp=True`` is MONAI's autocast + GradScaler for the weight update; the
 attack's input-gradient passes run in float32 outside autocast) of STD, PGD-7 AT, PGD-7 DPAAT, FGSM-RS DPAAT and
-N-FGSM DPAAT on random images, ``channels_last`` memory format, one model. Prints one row per (method, AMP) with
-images/s, the ratio to STD at the same AMP setting and the peak allocated memory::
+N-FGSM DPAAT and Free DPAAT on random images, ``channels_last`` memory format, one model. Prints one row per (method,
+AMP) with images/s (trained images per second, i.e. optimizer steps x batch: Free AT's replays count), the ratio to STD
+at the same AMP setting and the peak allocated memory::
 
     python benchmarks/gpu_training.py                          # ResNet18, 64 x 3 x 224 x 224, cuda:0
     python benchmarks/gpu_training.py --model densenet121 --batch 32
@@ -28,7 +29,9 @@ from monai_dpaat.attacks import training_adversary  # noqa: E402
 from monai_dpaat.training import build_iteration  # noqa: E402
 
 METHODS = {"STD": ("std", None), "PGD-7 AT": ("at", "pgd"), "PGD-7 DPAAT": ("dpaat", "pgd"),
-           "FGSM-RS DPAAT": ("dpaat", "fgsm-rs"), "N-FGSM DPAAT": ("dpaat", "n-fgsm")}
+           "FGSM-RS DPAAT": ("dpaat", "fgsm-rs"), "N-FGSM DPAAT": ("dpaat", "n-fgsm"), "Free DPAAT": ("dpaat", "free")}
+#: Free AT's replays per batch (each an optimizer step: its images/s count every replay)
+FREE_REPLAYS = 4
 
 
 def trainer_for(label: str, model: str, batch: int, size: int, device: torch.device, amp: bool) -> SupervisedTrainer:
@@ -41,7 +44,7 @@ def trainer_for(label: str, model: str, batch: int, size: int, device: torch.dev
     kwargs = {}
     if adversary is not None:
         kwargs["attack"] = training_adversary(adversary, eps=8 / 255, pgd_alpha=2 / 255, pgd_steps=7,
-                                              value_range=(0, 1))
+                                              value_range=(0, 1), free_replays=FREE_REPLAYS)
     if method == "dpaat":
         kwargs["num_samples"] = n
     return SupervisedTrainer(
@@ -54,7 +57,8 @@ def trainer_for(label: str, model: str, batch: int, size: int, device: torch.dev
 def measure(trainer: SupervisedTrainer, iterations: int, warmup: int, device: torch.device) -> tuple[float, float]:
     """(images per second, peak allocated GiB) over ``iterations`` process-function calls after ``warmup``."""
     collated = next(iter(trainer.data_loader))
-    batch = collated["image"].shape[0]
+    # images per optimizer step: Free AT trains each batch `replays` times, one step each
+    batch = collated["image"].shape[0] * int(getattr(getattr(trainer._process_function, "attack", None), "replays", 1))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(warmup + iterations):
         if i == warmup:

@@ -122,13 +122,13 @@ def test_input_gradient_is_float32_under_autocast(ham_small):
     assert torch.isfinite(attack.delta).all() and attack.delta.abs().max() > 0
 
 
-def test_non_finite_gradient_entries_do_not_move_the_perturbation():
+def test_nan_gradient_entries_do_not_move_the_perturbation():
     attack = FreeAT(eps=0.1, value_range=None)
     x = torch.zeros(2, 1, 2, 2)
     adv = attack(torch.nn.Identity(), x, torch.zeros(2, dtype=torch.long)).requires_grad_(True)
     adv.grad = torch.tensor([1.0, float("nan"), float("inf"), -2.0]).repeat(2).reshape(2, 1, 2, 2)
     attack.update(adv)
-    assert attack.delta.flatten(1)[0].tolist() == pytest.approx([0.1, 0.0, 0.0, -0.1])
+    assert attack.delta.flatten(1)[0].tolist() == pytest.approx([0.1, 0.0, 0.1, -0.1])  # an inf still has a direction
 
 
 def test_refusals():

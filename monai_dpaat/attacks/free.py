@@ -64,21 +64,24 @@ class FreeAT(Attack):
         self._pending: tuple | None = None  # (x, eps, alpha, lo, hi) of the batch handed out last
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
-        delta = torch.minimum(torch.maximum(self._carried(x), -eps), eps)  # onto this call's (per-sample) eps
+        delta = self._carried(x)
+        torch.minimum(delta, eps, out=delta)  # onto this call's (per-sample) eps; min/max with out= are the fast path
+        torch.maximum(delta, -eps, out=delta)
         self._pending = (x, delta, eps, alpha, lo, hi)
-        return self.clamp(x + delta, lo, hi)
+        return self.clamp_inplace(x + delta, lo, hi)
 
     def _carried(self, x: torch.Tensor) -> torch.Tensor:
+        """A copy of the carried perturbation for a batch like ``x`` (zeros when there is none of its shape)."""
         d = self.delta
         if d is None or d.shape[1:] != x.shape[1:] or d.shape[0] < x.shape[0] or d.device != x.device:
             return torch.zeros_like(x)
-        return d[: x.shape[0]].to(x.dtype)
+        return d[: x.shape[0]].to(dtype=x.dtype, copy=True)
 
     def update(self, x_adv: torch.Tensor) -> None:
         """Move ``delta`` by the input gradient the training backward left in ``x_adv.grad`` (``x_adv``: the batch
         the last call returned), as the reference code does: the gradient with respect to ``delta`` (zero where
         ``x + delta`` was clamped to the value range), ``delta <- clip(delta + alpha * sign(g), -eps, eps)``, kept
-        unclamped. A non-finite gradient entry (an AMP step the GradScaler skips) moves nothing."""
+        unclamped. A NaN gradient entry (an AMP step the GradScaler skips) moves nothing."""
         if self._pending is None:
             raise RuntimeError("FreeAT.update before any call: the method must call the adversary first")
         grad = x_adv.grad
@@ -87,15 +90,15 @@ class FreeAT(Attack):
                                "leaf with requires_grad=True and run the backward before the update")
         x, delta, eps, alpha, lo, hi = self._pending
         self._pending = None
-        grad = torch.as_tensor(grad).detach().to(x.dtype)
-        moved = torch.isfinite(grad)
-        if lo is not None:  # d clamp(v) / dv is 0 outside [lo, hi]
-            v = x + delta
-            moved &= (v >= lo) & (v <= hi)
-        step = torch.where(moved, grad.sign(), torch.zeros_like(grad))
-        new = torch.minimum(torch.maximum(delta + alpha * step, -eps), eps)
+        step = torch.as_tensor(grad).detach().to(x.dtype).sign()
+        if lo is not None:  # d clamp(v) / dv is 0 where v = x + delta was clamped
+            step.mul_(torch.eq(x + delta, torch.as_tensor(x_adv).detach()))
+        step.nan_to_num_(nan=0.0)
+        new = delta.addcmul_(step, alpha)  # delta is this call's own copy
+        torch.minimum(new, eps, out=new)
+        torch.maximum(new, -eps, out=new)
         if self.delta is None or self.delta.shape[1:] != new.shape[1:] or self.delta.shape[0] < new.shape[0] \
                 or self.delta.device != new.device:
-            self.delta = new.clone()
+            self.delta = new
         else:
             self.delta[: new.shape[0]] = new.to(self.delta.dtype)

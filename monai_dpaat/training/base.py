@@ -102,8 +102,11 @@ class AdversarialIteration:
     # ------------------------------------------------------------------ ignite entry point
     def __call__(self, engine: Any, batchdata: Any) -> Any:
         # Free AT (attacks.FreeAT): the batch is trained on `replays` times, each replay an optimizer step whose
-        # backward also moves the adversary's carried perturbation; handlers see the last replay's output
-        for _ in range(max(1, int(getattr(self.attack, "replays", 1)))):
+        # backward also moves the adversary's carried perturbation; MONAI's IterationEvents fire per replay, ignite's
+        # ITERATION_* once per batch, and handlers see the last replay's output
+        for replay in range(max(1, int(getattr(self.attack, "replays", 1)))):
+            if replay:  # MONAI decollated the batch in the previous replay: the next one starts from the collated one
+                engine.state.batch = batchdata
             output = self.train_step(engine, batchdata)
         return output
 
