@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.losses import DiceCELoss, DiceLoss
 
-from monai_dpaat.attacks import APGD, ATTACKS, PGD, DIFGSM, TIFGSM, build_attack, register_attack
+from monai_dpaat.attacks import APGD, ATTACKS, PGD, DIFGSM, TIFGSM, Square, build_attack, register_attack
 from monai_dpaat.attacks.transforms import gaussian_smooth, input_diversity
 
 
@@ -160,12 +160,13 @@ def assert_in_ball(attack, adv, x, eps, alpha=None) -> None:
 
 
 def run_and_searched(attack, net, x, y, **call_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(returned batch, searched batch)``. For every attack but APGD both are its output. APGD returns a sample
+    """``(returned batch, searched batch)``. For every attack but APGD and Square both are its output. APGD (and
+    Square, the same way) returns a sample
     moved only where it fooled the network and the clean input otherwise (as the reference implementation,
     auto-attack / torchattacks), so the claims about its search (it moves samples, reaches the clamp, raises
     the loss) are checked on the highest-loss point its first run reached per sample, and the returned batch
     is checked to follow that rule: misclassified by the run, or exactly clean."""
-    if not isinstance(attack, APGD):
+    if not isinstance(attack, (APGD, Square)):
         adv = attack(net, x, y, **call_kwargs)
         return adv, adv
     runs, run = [], attack.attack_single_run  # record what each run returns (the attack itself is unchanged)
@@ -175,11 +176,17 @@ def run_and_searched(attack, net, x, y, **call_kwargs) -> tuple[torch.Tensor, to
     finally:
         del attack.attack_single_run
     searched = adv.clone()
-    run_x, (x_best, fooled, _, _) = runs[0]
+    run_x, result = runs[0]
     rows = [next(i for i in range(len(x)) if torch.equal(x[i], r)) for r in run_x]  # which samples it ran on
+    if isinstance(attack, APGD):
+        x_best, fooled = result[0], result[1]
+    else:  # Square: (queries, best point); fooled where the best point is misclassified
+        x_best = result[1]
+        with torch.no_grad():
+            fooled = APGD.logits_of(net(x_best)).argmax(1) != torch.as_tensor(y)[rows]
     searched[rows] = x_best
     kept = [i for i, f in zip(rows, fooled.tolist()) if not f]
-    assert torch.equal(adv[kept], x[kept]), "APGD must return never-fooled samples unchanged"
+    assert torch.equal(adv[kept], x[kept]), f"{type(attack).__name__} must return never-fooled samples unchanged"
     return adv, searched
 
 

@@ -44,9 +44,12 @@ from .segpgd import DenseAttack, SegPGD  # noqa: E402
 
 register_attack("apgd", APGD, aliases=("apgd-ce", "auto-pgd", "autopgd"))
 register_attack("apgd-dlr", APGDDLR, aliases=("apgddlr",))
+from .square import Square  # noqa: E402
+
+register_attack("square", Square, aliases=("square-attack",))
 from .adversary import TRAINING_ADVERSARIES, training_adversary  # noqa: E402
 
 register_attack("segpgd", SegPGD, aliases=("seg-pgd",))
 register_attack("cospgd", CosPGD, aliases=("cos-pgd",))
-__all__ += ["APGD", "APGDDLR", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
+__all__ += ["APGD", "APGDDLR", "Square", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
             "training_adversary"]
