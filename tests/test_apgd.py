@@ -227,3 +227,54 @@ def test_registry_names():
     dlr = build_attack("apgd-dlr", eps=4 / 255)
     assert isinstance(dlr, APGDDLR) and dlr.indiv_loss is dlr_loss and dlr.eps == 4 / 255
     assert build_attack("apgd", steps=25).steps == 25  # step counts are keywords, not part of the name
+
+
+# ----------------------------------------------------------------------------------------- targeted APGD (APGD-T)
+def _mlp_problem(classes=10):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, classes)).eval()
+    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every sample correct on its clean image: APGD-T attacks them all
+    return model, x, y
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.03])
+def test_apgdt_matches_torchattacks_apgdt(eps):
+    torchattacks = pytest.importorskip("torchattacks")
+    from monai_dpaat.attacks import APGDT
+
+    model, x, y = _mlp_problem()
+    reference = torchattacks.APGDT(model, eps=eps, steps=20, n_classes=10, seed=0)(x, y)
+    torch.manual_seed(0)  # torchattacks seeds torch's global generator
+    ours = APGDT(eps=eps, steps=20, value_range=(0, 1))(model, x, y)
+    assert (ours - reference).abs().max() < 1e-5
+    robust = accuracy(model, ours, y)
+    assert robust < 1.0 and robust == accuracy(model, reference, y)
+    torch.manual_seed(0)
+    untargeted = APGD(eps=eps, steps=20, value_range=(0, 1))(model, x, y)
+    assert robust <= accuracy(model, untargeted, y)  # the targeted runs are at least as strong here
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_apgdt_with_fewer_than_four_classes_uses_the_logit_spread(classes):
+    from monai_dpaat.attacks import APGDT
+    from monai_dpaat.attacks.apgd import dlr_targeted_loss
+
+    logits = torch.tensor([[3.0, 1.0, 0.0][:classes]])
+    loss = dlr_targeted_loss(logits, torch.tensor([0]), torch.tensor([1]))
+    assert loss.item() == pytest.approx(-(3.0 - 1.0) / (3.0 - logits.min().item()))
+    model, x, y = _mlp_problem(classes)
+    adv = APGDT(eps=0.25, steps=10, value_range=(0, 1), generator=torch.Generator().manual_seed(0))(model, x, y)
+    assert (adv - x).abs().max() <= 0.25 + 1e-6 and accuracy(model, adv, y) < 1.0
+
+
+def test_apgdt_registry_and_refusals():
+    from monai_dpaat.attacks import APGDT
+
+    assert type(build_attack("apgd-t", steps=3)) is APGDT
+    with pytest.raises(ValueError, match="n_target_classes"):
+        APGDT(n_target_classes=0)
+    with pytest.raises(ValueError, match="targeted DLR"):
+        APGDT(loss="ce")

@@ -38,12 +38,13 @@ __all__ = [
 ]
 
 # strong evaluation attacks (APGD) and dense segmentation attacks (SegPGD, CosPGD)
-from .apgd import APGD, APGDDLR, dlr_loss  # noqa: E402
+from .apgd import APGD, APGDDLR, APGDT, dlr_loss  # noqa: E402
 from .cospgd import CosPGD  # noqa: E402
 from .segpgd import DenseAttack, SegPGD  # noqa: E402
 
 register_attack("apgd", APGD, aliases=("apgd-ce", "auto-pgd", "autopgd"))
 register_attack("apgd-dlr", APGDDLR, aliases=("apgddlr",))
+register_attack("apgd-t", APGDT, aliases=("apgdt", "apgd-dlr-t"))
 from .square import Square  # noqa: E402
 
 register_attack("square", Square, aliases=("square-attack",))
@@ -51,5 +52,5 @@ from .adversary import TRAINING_ADVERSARIES, training_adversary  # noqa: E402
 
 register_attack("segpgd", SegPGD, aliases=("seg-pgd",))
 register_attack("cospgd", CosPGD, aliases=("cos-pgd",))
-__all__ += ["APGD", "APGDDLR", "Square", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
+__all__ += ["APGD", "APGDDLR", "APGDT", "Square", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
             "training_adversary"]

@@ -38,7 +38,7 @@ from monai_dpaat.conventions import primary_output
 
 from .base import Attack, l2_norm
 
-__all__ = ["APGD", "APGDDLR", "dlr_loss", "ce_loss", "apgd_checkpoints"]
+__all__ = ["APGD", "APGDDLR", "APGDT", "dlr_loss", "dlr_targeted_loss", "ce_loss", "apgd_checkpoints"]
 
 
 def ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,6 +60,24 @@ def dlr_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # the reference's order of operations: near-ties make the denominator tiny, so rounding matters
     margin = z_y - sorted_logits[:, -2] * top_is_y - sorted_logits[:, -1] * (1.0 - top_is_y)
     return -margin / (sorted_logits[:, -1] - sorted_logits[:, -3] + 1e-12)
+
+
+def dlr_targeted_loss(logits: torch.Tensor, target: torch.Tensor, target_class: torch.Tensor) -> torch.Tensor:
+    """Per-sample targeted DLR loss (Croce & Hein 2020, eq. 7): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``.
+
+    ``logits`` ``(N, K)``, ``target`` (true class) and ``target_class`` (``t``) ``(N,)`` -> ``(N,)``. The
+    denominator needs ``K >= 4``; with ``K = 3`` it is ``z_pi1 - z_pi3`` and with ``K = 2`` ``|z_1 - z_2|``
+    (ours: the paper defines none for so few classes; it keeps the loss invariant to the logits' scale).
+    """
+    sorted_logits = logits.sort(dim=1)[0]
+    k = logits.shape[1]
+    if k >= 4:
+        spread = sorted_logits[:, -1] - 0.5 * sorted_logits[:, -3] - 0.5 * sorted_logits[:, -4]
+    else:
+        spread = sorted_logits[:, -1] - sorted_logits[:, 0]
+    z_y = logits.gather(1, target[:, None])[:, 0]
+    z_t = logits.gather(1, target_class[:, None])[:, 0]
+    return -(z_y - z_t) / (spread + 1e-12)
 
 
 _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"ce": ce_loss, "dlr": dlr_loss}
@@ -306,3 +324,51 @@ class APGDDLR(APGD):
         super().__init__(eps=eps, steps=steps, n_restarts=n_restarts, loss="dlr", norm=norm, rho=rho,
                          momentum=momentum, eot_iter=eot_iter, value_range=value_range, model_mode=model_mode,
                          generator=generator, alpha=alpha, random_start=random_start, loss_function=loss_function)
+
+
+class APGDT(APGD):
+    """Targeted APGD on the targeted DLR loss (AutoAttack's APGD-T): one APGD run per target class, the classes the
+    network ranks 2nd, 3rd, ... on the clean image (``n_target_classes`` of them, at most ``K - 1``), each on the
+    samples every earlier target left correctly classified. Success is any misclassification, as in the reference.
+
+    Args:
+        n_target_classes: how many of the top-ranked wrong classes to target (AutoAttack: 9).
+        steps, n_restarts (per target class), the rest: as :class:`APGD` (the loss is fixed).
+    """
+
+    def __init__(self, eps=8 / 255, steps=100, n_restarts=1, n_target_classes: int = 9, norm="Linf", rho=0.75,
+                 momentum=0.75, eot_iter=1, value_range="data", model_mode="eval", generator=None, alpha=None,
+                 random_start=None, loss_function=None, loss="dlr-targeted"):
+        if loss != "dlr-targeted":
+            raise ValueError(f"APGDT uses the targeted DLR loss, got loss={loss!r}; use APGD for other losses")
+        if isinstance(n_target_classes, bool) or not isinstance(n_target_classes, int) or n_target_classes < 1:
+            raise ValueError(f"n_target_classes must be an integer >= 1, got {n_target_classes!r}")
+        super().__init__(eps=eps, steps=steps, n_restarts=n_restarts, loss="ce", norm=norm, rho=rho,
+                         momentum=momentum, eot_iter=eot_iter, value_range=value_range, model_mode=model_mode,
+                         generator=generator, alpha=alpha, random_start=random_start, loss_function=loss_function)
+        self.loss_name = "dlr-targeted"
+        self.n_target_classes = n_target_classes
+
+    def __repr__(self) -> str:
+        return (f"APGDT(eps={self.eps!r}, steps={self.steps}, n_restarts={self.n_restarts}, "
+                f"n_target_classes={self.n_target_classes}, norm={self.norm!r})")
+
+    def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.logits_of(network(x))
+        y = self.class_indices(y, x.shape[0], logits.shape[1], x.device)
+        ranked = logits.sort(dim=1)[1]  # ascending: column -r is the r-th ranked class
+        fooled = logits.argmax(1) != y
+        adv = x.clone()
+        for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
+            for _ in range(self.n_restarts):
+                todo = (~fooled).nonzero()[:, 0]
+                if todo.numel() == 0:
+                    return adv
+                target_class = ranked[todo, -rank]
+                self.indiv_loss = lambda z, t, c=target_class: dlr_targeted_loss(z, t, c)
+                _, found, _, point = self.attack_single_run(
+                    network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo))
+                adv[todo[found]] = point[found]
+                fooled[todo[found]] = True
+        return adv

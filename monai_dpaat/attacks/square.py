@@ -75,7 +75,8 @@ class Square(Attack):
         self.queries: torch.Tensor | None = None
 
     def __repr__(self) -> str:
-        return f"Square(eps={self.eps!r}, n_queries={self.n_queries}, n_restarts={self.n_restarts}, loss={self.loss_name!r})"
+        return (f"Square(eps={self.eps!r}, n_queries={self.n_queries}, n_restarts={self.n_restarts}, "
+                f"loss={self.loss_name!r})")
 
     # ------------------------------------------------------------------ pieces
     def _rand(self, shape, device) -> torch.Tensor:
