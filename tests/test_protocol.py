@@ -1,0 +1,107 @@
+"""The benchmark's classification protocol v1 (issue 14): APGD-CE -> APGD-T -> Square as a cascade.
+
+Strength: on a trained HAM10000 network its robust accuracy is no higher than torchattacks' AutoAttack's (which
+cannot run its APGD-T below 4 classes: there the comparison is with torchattacks' other three standard attacks,
+APGD-CE, FAB-T and Square, at their standard counts), and on a 10-class network no higher than
+``AutoAttack(version="standard")`` itself. Bookkeeping: every break is counted once, by the first attack that found
+it, and each attack runs only on what the earlier ones left. Masking: on a network whose gradient is zero (its input
+is quantised), both APGD runs break nothing and Square breaks what they missed, the flag the protocol raises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import load_ham, trained_ham_cnn
+from monai_dpaat.evaluation.protocol import PROTOCOLS, classification_protocol, run_cascade
+
+torchattacks = pytest.importorskip("torchattacks")
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def ham_problem(data_dir):
+    net = trained_ham_cnn(data_dir)
+    x, y = load_ham(data_dir, 16, offset=40, size=32)  # held-out lesions
+    return net, x, y
+
+
+def _robust(net, adv, y) -> float:
+    with torch.no_grad():
+        return (net(adv).argmax(1) == y).float().mean().item()
+
+
+def test_quick_protocol_is_no_weaker_than_torchattacks_standard_attacks(ham_problem):
+    net, x, y = ham_problem
+    result = run_cascade(net, [(x[:16], y[:16]), (x[16:], y[16:])],
+                         classification_protocol(EPS, budget="quick", value_range=(0, 1)))
+    reference = torchattacks.MultiAttack([
+        torchattacks.APGD(net, eps=EPS, loss="ce", seed=0),  # 100 steps
+        torchattacks.FAB(net, eps=EPS, multi_targeted=True, n_classes=2, seed=0),
+        torchattacks.Square(net, eps=EPS, seed=0),  # 5000 queries
+    ])(x, y)
+    assert result.clean_accuracy == pytest.approx(_robust(net, x, y))
+    assert result.robust_accuracy < result.clean_accuracy  # it breaks real images ...
+    assert result.robust_accuracy <= _robust(net, reference, y)  # ... at least as many as the reference
+
+
+def test_protocol_is_no_weaker_than_autoattack_standard_on_ten_classes():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10)).eval()
+    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps = 0.01
+    reference = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
+    result = run_cascade(net, [(x, y)], classification_protocol(eps, value_range=(0, 1)))
+    assert 0 < _robust(net, reference, y) < 1
+    assert result.robust_accuracy <= _robust(net, reference, y)
+
+
+def test_each_break_is_counted_once_by_the_first_attack(ham_problem):
+    net, x, y = ham_problem
+    lines = []
+    result = run_cascade(net, [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)),
+                         progress=lines.append)
+    correct = int(result.clean_correct.sum())
+    assert sum(result.breaks.values()) == correct - int(result.robust.sum())
+    labels = list(result.breaks)
+    assert result.attacked[labels[0]] == correct
+    for a, b in zip(labels, labels[1:]):  # the cascade: each attack gets what the earlier ones left
+        assert result.attacked[b] == result.attacked[a] - result.breaks[a]
+    for label in labels:
+        assert result.broken_by.count(label) == result.breaks[label]
+    assert result.broken_by.count(None) == len(y) - sum(result.breaks.values())
+    assert len(lines) == 3 and lines[0].startswith("APGD-CE batch 1/1: ") and " robust" in lines[0]
+    full = run_cascade(net, [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)), cascade=False)
+    assert all(n == correct for n in full.attacked.values())  # without the cascade: every attack on every sample
+    assert sum(full.attacked.values()) > sum(result.attacked.values())
+
+
+def test_square_breaks_a_gradient_masked_network(ham_problem):
+    net, x, y = ham_problem
+
+    class Quantised(torch.nn.Module):  # round() has a zero gradient: white-box attacks see nothing
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images):
+            return self.inner(torch.round(images * 16) / 16)
+
+    result = run_cascade(Quantised(net), [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)))
+    assert result.breaks["APGD-CE"] == result.breaks["APGD-T"] == 0
+    assert result.breaks["Square"] > 0
+
+
+def test_protocol_definitions_and_refusals():
+    attacks = classification_protocol(EPS)
+    assert list(attacks) == ["APGD-CE", "APGD-T", "Square"]
+    assert [a.steps for a in attacks.values()] == [100, 100, 5000]  # AutoAttack's counts
+    assert attacks["APGD-T"].n_target_classes == 9 and set(PROTOCOLS["v1"]) == {"standard", "quick"}
+    with pytest.raises(ValueError, match="unknown protocol version 'v9'"):
+        classification_protocol(EPS, version="v9")
+    with pytest.raises(ValueError, match="budget must be one of"):
+        classification_protocol(EPS, budget="fast")
