@@ -757,15 +757,100 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
         print(Path(output_dir) / f"{name}{suffix}")
 
 
+def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/255", eps_units: str = "range",
+              budget: str = "standard", output_dir: str = "benchmark", device: str = "cpu", limit: int | None = None,
+              name: str | None = None, seed: int = 0, check_masking: bool = True, **overrides: Any) -> None:
+    """Run the benchmark protocol (docs/benchmark.md) on a bundle's evaluation: OUT/leaderboard.json and report.md.
+
+    The bundle's configs/train.json + configs/evaluate.json (+ --config_file) are read as monai.bundle run reads
+    them: its network, the weights its CheckpointLoader loads and its test split (validate#dataloader). Any other
+    --key value is a bundle override (# for nested ids), checked against its configs first.
+
+    Args:
+        bundle: the bundle folder (needs configs/evaluate.json).
+        config_file: extra configs: "['configs/quick.json']", a comma list or the flag repeated.
+        eps: the L-inf budget, ``8/255``; in ``eps_units``.
+        eps_units: ``range`` (a fraction of each image's intensity range, the absolute values recorded) or
+            ``absolute`` (the units of the bundle's preprocessed images).
+        budget: ``standard`` (AutoAttack's counts) or ``quick`` (recorded: a CPU check, not a leaderboard number).
+        output_dir: where leaderboard.json and report.md go (each replaced atomically).
+        device: cpu, cuda, cuda:0...
+        limit: at most this many test images (>= 1), the first of the split.
+        name: the model's name in the row (default: the bundle's name).
+        seed: the attacks' seed.
+        check_masking: also run the gradient-masking checks on two batches.
+    """
+    from monai.bundle import ConfigParser
+
+    from monai_dpaat.evaluation.bundle_benchmark import benchmark_bundle, write_row
+
+    if bundle is None:
+        raise CLIError(f"benchmark needs --bundle <folder> (see: {PROG} benchmark --help)")
+    eps_list = parse_eps_list(eps)
+    if len(eps_list) != 1:
+        raise CLIError(f"--eps must be one budget, got {eps!r}")
+    limit = _int_arg("limit", limit, 1, optional=True)
+    seed, check_masking = _int_arg("seed", seed, 0), _bool_arg("check_masking", check_masking)
+    dev = check_device(device)
+    out = check_output_dir(output_dir)
+    files = _cli_error(bundle_config_files, bundle, ("train.json", "evaluate.json"), config_file)
+    _cli_error(ConfigParser.load_config_files, [str(f) for f in files])  # a broken config: named, exit 2
+    own = [p for p in inspect.signature(benchmark).parameters if p != "overrides"]
+    config = ConfigParser(ConfigParser.load_config_files([str(f) for f in files]))
+    for key in overrides:  # a misspelt flag of the command, not meant as a bundle override
+        close = difflib.get_close_matches(key, own, n=1, cutoff=0.75)
+        if close and key not in config:
+            raise CLIError(f"benchmark: unknown flag --{key}; did you mean --{close[0]}?")
+    _check_bundle_keys(files, overrides, {})
+    try:
+        row = benchmark_bundle(bundle, config_file, eps=eps_list[0], eps_units=eps_units, budget=budget,
+                               device=dev, max_samples=limit, name=name, seed=seed, check_masking=check_masking,
+                               overrides=overrides)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+    try:
+        written = write_row(row, out)
+    except OSError as err:
+        raise _write_error(out, err) from None
+    print(f"{row['name']}: clean {row['clean_accuracy']:.4f}, robust {row['robust_accuracy']:.4f} "
+          f"(protocol {row['protocol']}, {row['budget']}, eps {row['eps']:.6g} {row['eps_units']}); breaks "
+          + ", ".join(f"{k} {v}" for k, v in row["breaks"].items()))
+    for flag in row["flags"]:
+        print(f"flag: {flag}")
+    print(f"row written to {written['json']}")
+
+
+def leaderboard(*rows: str, output: str | None = None) -> None:
+    """Merge benchmark rows (leaderboard.json files or their folders) into one table sorted by robust accuracy,
+    printed as Markdown and written to --output (.md or .csv) when given."""
+    from monai_dpaat.evaluation.leaderboard import merge_rows, read_row, rows_to_csv, rows_to_markdown
+    from monai_dpaat.evaluation.report import atomic_write_text
+
+    if not rows:
+        raise CLIError(f"leaderboard needs one or more leaderboard.json files (see: {PROG} leaderboard --help)")
+    if output is not None and Path(str(output)).suffix not in (".md", ".csv"):
+        raise CLIError(f"--output must end in .md or .csv, got {output!r}")
+    records = merge_rows([_cli_error(read_row, r) for r in rows])
+    table = rows_to_markdown(records)
+    print(table, end="")
+    if output is not None:
+        try:
+            atomic_write_text(output, table if str(output).endswith(".md") else rows_to_csv(records))
+        except OSError as err:
+            raise _write_error(Path(str(output)).parent, err) from None
+
+
 COMMANDS = {"robustness": robustness, "demo": demo, "gradcam": gradcam, "combine": combine, "presets": presets,
-            "overrides": overrides, "reproduce": reproduce}
+            "overrides": overrides, "reproduce": reproduce, "benchmark": benchmark, "leaderboard": leaderboard}
 SUMMARIES = {"robustness": "evaluate a model (a bundle's, or a network config's) under an attack suite",
              "demo": "train the HAM10000 bundle's quick STD run, evaluate it and write the report",
              "gradcam": "Grad-CAM grids comparing models on the same HAM10000 images",
              "combine": "merge report.json files into one table per metric",
              "presets": "list the attack presets and their attacks",
              "overrides": "print the override files (and the monai.bundle command) adding DPAAT to any bundle",
-             "reproduce": "reproduce a paper's tables (dpaat, unet-attacks) beside the published numbers"}
+             "reproduce": "reproduce a paper's tables (dpaat, unet-attacks) beside the published numbers",
+             "benchmark": "the benchmark protocol on a bundle's evaluation: one leaderboard row",
+             "leaderboard": "merge benchmark rows into one table sorted by robust accuracy"}
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -784,8 +869,10 @@ def _is_flag(arg: str) -> bool:
 
 
 def _bundle_mode(command: str, args: Sequence[str]) -> bool:
-    """``robustness --bundle ...``: the flags but :data:`BUNDLE_FLAGS` are bundle overrides."""
-    return command == "robustness" and any(a == "--bundle" or a.startswith("--bundle=") for a in args)
+    """``robustness --bundle ...``: the flags but :data:`BUNDLE_FLAGS` are bundle overrides; ``benchmark``: the flags
+    but its own."""
+    return command == "benchmark" or (command == "robustness"
+                                      and any(a == "--bundle" or a.startswith("--bundle=") for a in args))
 
 
 def parse_command_line(command: str, args: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -799,7 +886,7 @@ def parse_command_line(command: str, args: Sequence[str]) -> tuple[list[Any], di
     _, params = _parameters(command)
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     overrides = _bundle_mode(command, args)
-    names = [n for n in names if n in BUNDLE_FLAGS] if overrides else names
+    names = [n for n in names if n in BUNDLE_FLAGS] if overrides and command == "robustness" else names
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
     see = f"(see: {PROG} {command} --help)"
     positional: list[Any] = []
@@ -816,10 +903,12 @@ def parse_command_line(command: str, args: Sequence[str]) -> tuple[list[Any], di
         key, eq, value = arg.lstrip("-").partition("=")
         key = key.replace("-", "_")
         bool_syntax = not eq and (i == len(args) or _is_flag(args[i]))
-        if key in names or (overrides and arg.startswith("--") and key):
+        if key in names:
             keyword = key
         elif bool_syntax and key.startswith("no") and key[2:] in names:
             keyword, value = key[2:], "False"
+        elif overrides and arg.startswith("--") and key:
+            keyword = key
         elif len(key) == 1 and not arg.startswith("--") and len([n for n in names if n[0] == key]) == 1:
             keyword = next(n for n in names if n[0] == key)
         else:
@@ -896,7 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_usage(command))
             return 0
         args, kwargs = parse_command_line(command, argv[1:])
-        (robustness_bundle if _bundle_mode(command, argv[1:]) else COMMANDS[command])(*args, **kwargs)
+        (robustness_bundle if command == "robustness" and _bundle_mode(command, argv[1:]) else COMMANDS[command])(
+            *args, **kwargs)
     except Exception as err:  # noqa: BLE001 - a user error becomes one line, anything else keeps its traceback
         cause = user_error_of(err)
         if cause is None or os.environ.get("MONAI_DPAAT_DEBUG"):
