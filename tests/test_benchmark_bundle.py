@@ -113,7 +113,8 @@ def test_bad_input_exits_2_and_writes_nothing(ham_bundle, tmp_path, capsys, data
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong / "model.pt")
-    _refused(base + [a if a != str(root / "models") else str(wrong) for a in rest], out, capsys, str(wrong / "model.pt"))
+    wrong_flags = [a if a != str(root / "models") else str(wrong) for a in rest]
+    _refused(base + wrong_flags, out, capsys, str(wrong / "model.pt"))
 
 
 def test_segmentation_network_is_refused_by_the_classification_protocol(tmp_path, capsys, data_dir):

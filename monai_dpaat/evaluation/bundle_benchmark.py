@@ -81,7 +81,8 @@ def load_bundle_evaluation(bundle: Any, config_file: Any = None, overrides: Mapp
     parser.read_config([str(f) for f in files])
     parser.update({"bundle_root": str(root), **dict(overrides or {})})
     if "network" not in parser or "validate#dataloader" not in parser:
-        raise ValueError(f"the bundle {str(bundle)!r} has no 'network' or 'validate#dataloader' in {list(map(str, files))}")
+        raise ValueError(f"the bundle {str(bundle)!r} has no 'network' or 'validate#dataloader' in "
+                         f"{[str(f) for f in files]}")
     index, key = _checkpoint_loader(parser, bundle)
     checkpoint = str(_parsed(parser, f"validate#handlers#{index}#load_path", bundle))
     content = read_checkpoint(checkpoint)  # a missing or unreadable file: named before anything is built
