@@ -54,6 +54,12 @@ def trained_ham_cnn(data_dir):
     return net.eval()
 
 
+def accuracy(net, x, y) -> float:
+    """Top-1 accuracy of ``net`` on ``x`` against class indices ``y``, without gradients."""
+    with torch.no_grad():
+        return (net(x).argmax(1) == y).float().mean().item()
+
+
 def error_text(exc: BaseException) -> str:
     """Messages of an exception and its causes (MONAI's Compose wraps transform errors in RuntimeError)."""
     parts = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import load_ham, trained_ham_cnn
+from helpers import accuracy
 from monai_dpaat.evaluation.protocol import PROTOCOLS, classification_protocol, run_cascade
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -20,20 +20,8 @@ torchattacks = pytest.importorskip("torchattacks")
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def ham_problem(data_dir):
-    net = trained_ham_cnn(data_dir)
-    x, y = load_ham(data_dir, 16, offset=40, size=32)  # held-out lesions
-    return net, x, y
-
-
-def _robust(net, adv, y) -> float:
-    with torch.no_grad():
-        return (net(adv).argmax(1) == y).float().mean().item()
-
-
-def test_quick_protocol_is_no_weaker_than_torchattacks_standard_attacks(ham_problem):
-    net, x, y = ham_problem
+def test_quick_protocol_is_no_weaker_than_torchattacks_standard_attacks(ham):
+    net, x, y = ham
     result = run_cascade(net, [(x[:16], y[:16]), (x[16:], y[16:])],
                          classification_protocol(EPS, budget="quick", value_range=(0, 1)))
     reference = torchattacks.MultiAttack([
@@ -41,9 +29,9 @@ def test_quick_protocol_is_no_weaker_than_torchattacks_standard_attacks(ham_prob
         torchattacks.FAB(net, eps=EPS, multi_targeted=True, n_classes=2, seed=0),
         torchattacks.Square(net, eps=EPS, seed=0),  # 5000 queries
     ])(x, y)
-    assert result.clean_accuracy == pytest.approx(_robust(net, x, y))
+    assert result.clean_accuracy == pytest.approx(accuracy(net, x, y))
     assert result.robust_accuracy < result.clean_accuracy  # it breaks real images ...
-    assert result.robust_accuracy <= _robust(net, reference, y)  # ... at least as many as the reference
+    assert result.robust_accuracy <= accuracy(net, reference, y)  # ... at least as many as the reference
 
 
 def test_protocol_is_no_weaker_than_autoattack_standard_on_ten_classes():
@@ -56,12 +44,12 @@ def test_protocol_is_no_weaker_than_autoattack_standard_on_ten_classes():
     eps = 0.01
     reference = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
     result = run_cascade(net, [(x, y)], classification_protocol(eps, value_range=(0, 1)))
-    assert 0 < _robust(net, reference, y) < 1
-    assert result.robust_accuracy <= _robust(net, reference, y)
+    assert 0 < accuracy(net, reference, y) < 1
+    assert result.robust_accuracy <= accuracy(net, reference, y)
 
 
-def test_each_break_is_counted_once_by_the_first_attack(ham_problem):
-    net, x, y = ham_problem
+def test_each_break_is_counted_once_by_the_first_attack(ham):
+    net, x, y = ham
     lines = []
     result = run_cascade(net, [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)),
                          progress=lines.append)
@@ -80,8 +68,8 @@ def test_each_break_is_counted_once_by_the_first_attack(ham_problem):
     assert sum(full.attacked.values()) > sum(result.attacked.values())
 
 
-def test_square_breaks_a_gradient_masked_network(ham_problem):
-    net, x, y = ham_problem
+def test_square_breaks_a_gradient_masked_network(ham):
+    net, x, y = ham
 
     class Quantised(torch.nn.Module):  # round() has a zero gradient: white-box attacks see nothing
         def __init__(self, inner):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import load_ham, tiny_cnn, trained_ham_cnn
+from helpers import accuracy, tiny_cnn
 from monai_dpaat.attacks import Square, build_attack
 from monai_dpaat.attacks.square import square_p_schedule
 
@@ -16,30 +16,18 @@ torchattacks = pytest.importorskip("torchattacks")
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module")
-def ham_problem(data_dir):
-    net = trained_ham_cnn(data_dir)
-    x, y = load_ham(data_dir, 16, offset=40, size=32)  # held-out lesions
-    return net, x, y
-
-
-def _accuracy(net, x, y) -> float:
-    with torch.no_grad():
-        return (net(x).argmax(1) == y).float().mean().item()
-
-
 @pytest.mark.parametrize("loss", ["margin", "ce"])
-def test_square_matches_torchattacks_under_the_same_seed(ham_problem, loss):
-    net, x, y = ham_problem
+def test_square_matches_torchattacks_under_the_same_seed(ham, loss):
+    net, x, y = ham
     reference = torchattacks.Square(net, eps=EPS, n_queries=300, loss=loss, seed=0)(x, y)
     torch.manual_seed(0)  # the reference seeds torch's global generator with its seed
     ours = Square(eps=EPS, steps=300, loss=loss, value_range=(0, 1))(net, x, y)
     assert torch.equal(ours, reference)
-    assert _accuracy(net, ours, y) < _accuracy(net, x, y)  # it breaks real images
+    assert accuracy(net, ours, y) < accuracy(net, x, y)  # it breaks real images
 
 
-def test_queries_budget_ball_and_no_gradient(ham_problem):
-    net, x, y = ham_problem
+def test_queries_budget_ball_and_no_gradient(ham):
+    net, x, y = ham
     for p in net.parameters():
         p.requires_grad_(False)  # a black-box attack needs no gradient anywhere
     try:
