@@ -124,10 +124,22 @@ def test_inference_saves_predictions_and_verifies_net_io(trained, data_dir):
 
 
 def test_two_process_gloo_torchrun(tmp_path, data_dir):
-    root = _copy_bundle(tmp_path)
+    from helpers import rerun_once_on_gloo_abort
+
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")
-    out = _run(_bundle_cmd(root, data_dir, _configs("train", "quick", "multi_gpu_train"), "--max_epochs", "1",
-                           "--robust_val_interval", "5", launcher=launcher), cwd=root)
+    roots = []
+
+    def attempt(i: int) -> tuple[int, str]:
+        roots.append(_copy_bundle(tmp_path / f"attempt{i}"))
+        cmd = _bundle_cmd(roots[-1], data_dir, _configs("train", "quick", "multi_gpu_train"), "--max_epochs", "1",
+                          "--robust_val_interval", "5", launcher=launcher)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=roots[-1], capture_output=True, text=True, timeout=300, env=env)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    rc, out = rerun_once_on_gloo_abort(attempt)
+    assert rc == 0, f"2-rank torchrun failed ({rc}):\n{out[-4000:]}"
+    root = roots[-1]
     assert (root / "models" / "checkpoint_epoch=1.pt").is_file(), out[-2000:]
     ckpt = torch.load(root / "models" / "checkpoint_epoch=1.pt", map_location="cpu", weights_only=True)
     assert _epoch(ckpt) == 1

@@ -39,6 +39,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import rerun_once_on_gloo_abort
 from model_zoo_bundles import (CLASSIFICATION, SEGMENTATION, adversarial_configs, copy_bundle, make_dummy_data,
                                run_bundle)
 
@@ -130,13 +131,19 @@ def test_cpu_shim_replaces_only_the_gpu_items(name, tmp_path):
 @pytest.mark.parametrize("order", ("multi_gpu_first", "multi_gpu_last"))
 @pytest.mark.parametrize("name", (CLASSIFICATION, SEGMENTATION))
 def test_two_rank_gloo_run_of_their_multi_gpu_config(name, order, tmp_path):
-    bundle = copy_bundle(name, tmp_path)
-    overrides = make_dummy_data(name, tmp_path, bundle_root=bundle, per_class=PER_CLASS[name])
-    # robust validation after epoch 1, then a training epoch on both ranks
-    overrides.update({"train#trainer#max_epochs": 2, "robust_val_interval": 1})
-    files = _compose(name, bundle, order, _write_shim(tmp_path))
+    def attempt(i: int) -> tuple[int, str]:
+        nonlocal bundle
+        folder = tmp_path / f"attempt{i}"
+        bundle = copy_bundle(name, folder)
+        overrides = make_dummy_data(name, folder, bundle_root=bundle, per_class=PER_CLASS[name])
+        # robust validation after epoch 1, then a training epoch on both ranks
+        overrides.update({"train#trainer#max_epochs": 2, "robust_val_interval": 1})
+        files = _compose(name, bundle, order, _write_shim(folder))
+        return run_bundle(bundle, files, overrides, timeout=300, launcher=_torchrun())  # a hang: TimeoutExpired
+
+    bundle = None
     start = time.perf_counter()
-    rc, out = run_bundle(bundle, files, overrides, timeout=300, launcher=_torchrun())  # a hang: TimeoutExpired
+    rc, out = rerun_once_on_gloo_abort(attempt)
     print(f"{name} {order}: 2-rank torchrun, 2 epochs: {time.perf_counter() - start:.1f} s")
     assert rc == 0, f"torchrun failed ({rc}):\n{out[-6000:]}"
     ranks = _rank_lines(out)

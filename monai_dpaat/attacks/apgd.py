@@ -360,15 +360,20 @@ class APGDT(APGD):
         ranked = logits.sort(dim=1)[1]  # ascending: column -r is the r-th ranked class
         fooled = logits.argmax(1) != y
         adv = x.clone()
-        for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
-            for _ in range(self.n_restarts):
-                todo = (~fooled).nonzero()[:, 0]
-                if todo.numel() == 0:
-                    return adv
-                target_class = ranked[todo, -rank]
-                self.indiv_loss = lambda z, t, c=target_class: dlr_targeted_loss(z, t, c)
-                _, found, _, point = self.attack_single_run(
-                    network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo))
-                adv[todo[found]] = point[found]
-                fooled[todo[found]] = True
+        untargeted = self.indiv_loss
+        try:
+            for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
+                for _ in range(self.n_restarts):
+                    todo = (~fooled).nonzero()[:, 0]
+                    if todo.numel() == 0:
+                        return adv
+                    target_class = ranked[todo, -rank]
+                    # attack_single_run's loss for these rows: the targeted DLR towards their rank-th class
+                    self.indiv_loss = lambda z, t, c=target_class: dlr_targeted_loss(z, t, c)
+                    _, found, _, point = self.attack_single_run(
+                        network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo))
+                    adv[todo[found]] = point[found]
+                    fooled[todo[found]] = True
+        finally:
+            self.indiv_loss = untargeted  # a direct attack_single_run call (one run) is then untargeted CE
         return adv

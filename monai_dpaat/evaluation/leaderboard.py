@@ -48,12 +48,16 @@ def dataset_fingerprint(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) ->
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import monai
 
-    import monai_dpaat
-
+    try:
+        ours = version("monai-dpaat")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "not installed"
     return {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
-            "monai_dpaat": getattr(monai_dpaat, "__version__", "unknown")}
+            "monai_dpaat": ours}
 
 
 def read_row(path: str | Path) -> dict[str, Any]:
