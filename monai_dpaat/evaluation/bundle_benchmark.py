@@ -137,8 +137,10 @@ def _check_eps(eps: float, eps_units: str) -> None:
 def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255, eps_units: str = "range",
                      budget: str = "standard", version: str = "v1", value_range: Any = "data",
                      device: Any = "cpu", max_samples: int | None = None, name: str | None = None, seed: int = 0,
-                     check_masking: bool = True, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run the protocol on the bundle's evaluation and return its leaderboard row (see :func:`write_row`)."""
+                     check_masking: bool = True, overrides: Mapping[str, Any] | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run the protocol on the bundle's evaluation and return its leaderboard row (see :func:`write_row`);
+    ``progress``: a tqdm bar on stderr, one step per batch and attack, with the samples still robust."""
     _check_eps(eps, eps_units)
     if version not in PROTOCOLS or budget not in PROTOCOLS[version]:
         classification_protocol(eps, version, budget)  # its ValueError names the known ones
@@ -152,7 +154,17 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
     attacks = classification_protocol(eps, version, budget, value_range, seed)
     if eps_units == "range":
         attacks = {label: with_eps_units(a, "range") for label, a in attacks.items()}
-    result = run_cascade(network, batches, attacks, progress=lambda line: logger.info("benchmark: %s", line))
+    from tqdm.auto import tqdm
+
+    # one step per (batch, attack); the postfix says which attack ran on which batch and how many are still robust
+    with tqdm(total=len(batches) * len(attacks), desc=f"benchmark {version} ({budget})", unit="step",
+              disable=not progress) as bar:
+        def advance(line: str) -> None:
+            bar.set_postfix_str(line, refresh=False)
+            bar.update(1)
+            logger.debug("benchmark: %s", line)
+
+        result = run_cascade(network, batches, attacks, progress=advance)
     flags = []
     if result.breaks.get("Square", 0) > 0:
         flags.append(f"Square (black-box) broke {result.breaks['Square']} sample(s) both APGD runs failed on: "
