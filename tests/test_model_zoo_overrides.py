@@ -125,6 +125,24 @@ def test_single_step_and_free_dpaat_train_their_bundle(name, adversary, attack, 
     assert "epsilon" in saved["adversarial"]
 
 
+def test_overfitting_guard_on_their_trainer(tmp_path):
+    """``--adversarial_co_guard true`` attaches the catastrophic-overfitting guard to their trainer (FGSM-RS DPAAT):
+    its checks reach their TensorBoard as epoch metrics and as ``co/*`` curves; off by default (the fixture run)."""
+    bundle, overrides = prepare_bundle(CLASSIFICATION, tmp_path)
+    out = ok(*run_bundle(bundle, [TRAIN, *adversarial_configs("dpaat")],
+                         {**overrides, "adversarial_adversary": "fgsm-rs", "adversarial_co_guard": True,
+                          "adversarial_co_guard_interval": 1}))
+    assert "Epoch[1] Complete" in out
+    tags = tensorboard_tags(bundle / "eval")
+    assert {"co/single_acc", "co/multi_acc", "co/gap", "co/collapse"} <= tags, tags
+    assert {"co_gap", "co_single_acc"} <= tags, tags  # their TensorBoardStatsHandler logged the epoch's values
+
+
+def test_overfitting_guard_is_off_by_default(dpaat_cls):
+    bundle, _, out, _ = dpaat_cls
+    assert not any(tag.startswith("co") for tag in tensorboard_tags(bundle / "eval"))
+
+
 # --- the issue's traps, as they are today (invert each when fixed) ---------------------------------------------
 
 

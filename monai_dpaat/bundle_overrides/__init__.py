@@ -164,7 +164,8 @@ class TrainHandlers:
     - with ``resume``: :func:`resume` from ``resume_file`` (their ``model.pt``) before any epoch;
     - under ``torch.distributed``, a barrier at the trainer's ``COMPLETED``: every rank leaves training together,
       none reaches their ``finalize`` while rank 0 still runs the last robust validation
-      (:func:`~monai_dpaat.training.utils.wait_for_all_ranks`).
+      (:func:`~monai_dpaat.training.utils.wait_for_all_ranks`);
+    - with ``guard``: the catastrophic-overfitting guard (on every rank: its counts are summed over ranks).
 
     Args:
         iteration: the training method (the trainer's ``iteration_update``).
@@ -176,12 +177,14 @@ class TrainHandlers:
         network, resume_file: the bundle's network and the checkpoint to resume from.
         method, methods_dir, base: the bundle key ``adversarial_method`` and where its method files are, for
             :func:`check_run` (``method=None``: no method check).
+        guard: a :class:`~monai_dpaat.handlers.CatastrophicOverfittingGuard` to attach (bundle key
+            ``adversarial_co_guard``; None: none).
     """
 
     def __init__(self, iteration: Any, stats: Any = None, checkpoint_handlers: Sequence[Any] = (),
                  checkpoint_key: str = "adversarial", resume: bool = False, network: Any = None,
                  resume_file: str | None = None, method: str | None = None, methods_dir: str | None = None,
-                 base: Sequence[str] = ("<their>/configs/train.json",)) -> None:
+                 base: Sequence[str] = ("<their>/configs/train.json",), guard: Any = None) -> None:
         if resume and resume_file is None:
             raise ValueError("--adversarial_resume needs a checkpoint file (adversarial_resume_file)")
         if not isinstance(checkpoint_key, str) or not checkpoint_key:
@@ -196,6 +199,7 @@ class TrainHandlers:
         self.method = method
         self.methods_dir = str(methods_dir or METHODS_DIR)
         self.base = list(base)
+        self.guard = guard
         self.attached = False
 
     def __call__(self, engine: Any, batchdata: Any) -> Any:
@@ -225,6 +229,10 @@ class TrainHandlers:
         from monai_dpaat.training.utils import wait_for_all_ranks
 
         engine.add_event_handler(Events.COMPLETED, wait_for_all_ranks)
+        if self.guard is not None:
+            self.guard.attach(engine)
+            if started:  # this iteration's ITERATION_STARTED has passed: hold its batch now
+                self.guard.iteration_started(engine)
 
     def extend_checkpoints(self, loaded: bool = False) -> None:
         """Add the method to their savers' ``save_dict`` and (where the file has it) loaders' ``load_dict``;
