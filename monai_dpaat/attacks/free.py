@@ -61,7 +61,7 @@ class FreeAT(Attack):
                          random_start=False, model_mode=None, generator=generator)
         self.replays = replays
         self.delta: torch.Tensor | None = None
-        self._pending: tuple | None = None  # (x, eps, alpha, lo, hi) of the batch handed out last
+        self._pending: tuple | None = None  # (x, delta, eps, alpha, lo, hi) of the batch handed out last
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
         delta = self._carried(x)
