@@ -58,6 +58,8 @@ def test_ham_bundle_row_is_complete_and_consistent(ham_bundle, tmp_path, capsys)
     assert sum(row["breaks"].values()) == broken and list(row["breaks"]) == ["APGD-CE", "APGD-T", "Square"]
     assert {"torch", "monai", "monai_dpaat", "python"} <= set(row["versions"]) and row["device"] == "cpu"
     assert row["wall_seconds"] > 0 and isinstance(row["flags"], list)
+    assert row["plots"] == ["cascade.png"]
+    assert (tmp_path / "row" / "cascade.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "row" / "report.md").read_text()
     assert "| APGD-CE |" in report and f"{row['robust_accuracy']:.4f}" in report
     assert "robust" in capsys.readouterr().out

@@ -206,6 +206,7 @@ def _report(row: Mapping[str, Any]) -> str:
     for label in row["breaks"]:
         lines.append(f"| {label} | {row['attacked'][label]} | {row['breaks'][label]} | "
                      f"{row['attack_seconds'][label]:.1f} |")
+    lines += ["", "![accuracy after each attack of the cascade](cascade.png)"] if "plots" in row else []
     lines += ["", "## Flags", ""] + ([f"- {f}" for f in row["flags"]] or ["none"])
     lines += ["", f"Weights sha256 `{row['weights']['sha256'][:16]}`, data fingerprint "
                   f"`{row['dataset']['fingerprint'][:16]}`, {row['wall_seconds']} s on {row['device']}; "
@@ -214,8 +215,12 @@ def _report(row: Mapping[str, Any]) -> str:
 
 
 def write_row(row: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:
-    """``output_dir/leaderboard.json`` and ``report.md``, each written atomically (an earlier run's files stay
-    whole until the new ones are complete)."""
+    """``output_dir/cascade.png`` (accuracy after each attack), ``report.md`` and, last, ``leaderboard.json``, each
+    written atomically (an earlier run's files stay whole until the new ones are complete)."""
+    from .plots import plot_cascade
+
     out = Path(output_dir)
-    return {"json": atomic_write_text(out / "leaderboard.json", json.dumps(row, indent=2) + "\n"),
-            "markdown": atomic_write_text(out / "report.md", _report(row))}
+    row = {**row, "plots": ["cascade.png"]}
+    return {"plot": plot_cascade(row, out / "cascade.png"),
+            "markdown": atomic_write_text(out / "report.md", _report(row)),
+            "json": atomic_write_text(out / "leaderboard.json", json.dumps(row, indent=2) + "\n")}

@@ -182,3 +182,34 @@ def figure_confusion_matrices(result: RobustnessResult, rows: Sequence[str] | No
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_cascade(row: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Accuracy after each stage of a benchmark row's cascade (clean, then after each attack in order)."""
+    return save_figure(figure_cascade(row), path)
+
+
+def figure_cascade(row: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_cascade`: ``row`` is a :mod:`~monai_dpaat.evaluation.bundle_benchmark` row."""
+    n = row["dataset"]["num_samples"]
+    if not n:
+        raise ValueError("the row has no samples: nothing to plot")
+    labels, values = ["clean"], [row["clean_accuracy"]]
+    for attack, broke in row["breaks"].items():
+        labels.append(f"+ {attack}")
+        values.append(values[-1] - broke / n)
+    fig = _figure(max(5.0, 1.1 * len(labels) + 1.5), 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ["tab:gray"] + ["tab:red"] * (len(labels) - 1)
+    bars = ax.bar(range(len(labels)), [100 * v for v in values], color=colors)
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize=8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("Accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}), eps {row['eps']:.4g} {row['eps_units']}",
+                 fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
