@@ -209,7 +209,7 @@ def figure_cascade(row: Mapping[str, Any]) -> Any:
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("Accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}), eps {row['eps']:.4g} {row['eps_units']}",
-                 fontsize=9)
+    ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}), "
+                 f"eps {row['eps']:.4g} {row['eps_units']}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     return fig
