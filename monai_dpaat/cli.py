@@ -794,9 +794,8 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
     dev = check_device(device)
     out = check_output_dir(output_dir)
     files = _cli_error(bundle_config_files, bundle, ("train.json", "evaluate.json"), config_file)
-    _cli_error(ConfigParser.load_config_files, [str(f) for f in files])  # a broken config: named, exit 2
+    config = ConfigParser(_cli_error(ConfigParser.load_config_files, [str(f) for f in files]))  # broken: exit 2
     own = [p for p in inspect.signature(benchmark).parameters if p != "overrides"]
-    config = ConfigParser(ConfigParser.load_config_files([str(f) for f in files]))
     for key in overrides:  # a misspelt flag of the command, not meant as a bundle override
         close = difflib.get_close_matches(key, own, n=1, cutoff=0.75)
         if close and key not in config:

@@ -170,7 +170,7 @@ def run_and_searched(attack, net, x, y, **call_kwargs) -> tuple[torch.Tensor, to
         adv = attack(net, x, y, **call_kwargs)
         return adv, adv
     runs, run = [], attack.attack_single_run  # record what each run returns (the attack itself is unchanged)
-    attack.attack_single_run = lambda *args: runs.append((args[1], run(*args))) or runs[-1][1]
+    attack.attack_single_run = lambda *args, **kw: runs.append((args[1], run(*args, **kw))) or runs[-1][1]
     try:
         adv = attack(net, x, y, **call_kwargs)
     finally:

@@ -45,11 +45,15 @@ def _bundle_cmd(root: Path, data_dir: Path, configs: str, *extra: str, launcher=
             "--dataset_dir", str(data_dir / "ham10000"), *extra]
 
 
-def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> str:
+def _run_rc(cmd: list[str], cwd: Path, timeout: int = 300) -> tuple[int, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-4000:]}"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> str:
+    rc, out = _run_rc(cmd, cwd, timeout)
+    assert rc == 0, f"{' '.join(cmd)} failed ({rc}):\n{out[-4000:]}"
     return out
 
 
@@ -131,11 +135,8 @@ def test_two_process_gloo_torchrun(tmp_path, data_dir):
 
     def attempt(i: int) -> tuple[int, str]:
         roots.append(_copy_bundle(tmp_path / f"attempt{i}"))
-        cmd = _bundle_cmd(roots[-1], data_dir, _configs("train", "quick", "multi_gpu_train"), "--max_epochs", "1",
-                          "--robust_val_interval", "5", launcher=launcher)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, cwd=roots[-1], capture_output=True, text=True, timeout=300, env=env)
-        return proc.returncode, proc.stdout + proc.stderr
+        return _run_rc(_bundle_cmd(roots[-1], data_dir, _configs("train", "quick", "multi_gpu_train"), "--max_epochs",
+                                   "1", "--robust_val_interval", "5", launcher=launcher), cwd=roots[-1])
 
     rc, out = rerun_once_on_gloo_abort(attempt)
     assert rc == 0, f"2-rank torchrun failed ({rc}):\n{out[-4000:]}"

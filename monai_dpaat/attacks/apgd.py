@@ -212,13 +212,13 @@ class APGD(Attack):
             raise ValueError(f"APGD targets must be in [0, {n_classes - 1}], got {sorted(set(y.tolist()))}")
         return y
 
-    def _loss_grad(self, network, adv: torch.Tensor, y: torch.Tensor):
+    def _loss_grad(self, network, adv: torch.Tensor, y: torch.Tensor, loss: Callable | None = None):
         """Per-sample loss ``(N,)``, logits ``(N, K)`` and input gradient (mean over ``eot_iter`` draws)."""
         grad = torch.zeros_like(adv)
         for _ in range(self.eot_iter):
             point = adv.detach().requires_grad_(True)
             logits = self.logits_of(network(point))
-            loss_indiv = self.indiv_loss(logits, y)
+            loss_indiv = (loss or self.indiv_loss)(logits, y)
             (g,) = torch.autograd.grad(loss_indiv.sum(), point)
             grad += g
         return loss_indiv.detach(), logits.detach(), grad / self.eot_iter
@@ -246,13 +246,14 @@ class APGD(Attack):
         return adv + step_size * grad / l2_norm(grad).clamp_min(1e-12)
 
     # ------------------------------------------------------------------ one run
-    def attack_single_run(self, network, x, y, eps, lo, hi):
+    def attack_single_run(self, network, x, y, eps, lo, hi, loss: Callable | None = None):
         """One APGD run from a random start on ``x`` ``(n, C, *spatial)``. Returns ``(x_best, fooled,
         loss_best, x_best_adv)``: the highest-loss point, whether a misclassified point was found ``(n,)``,
-        the highest loss ``(n,)``, and the last misclassified point (the start point where none was found)."""
+        the highest loss ``(n,)``, and the last misclassified point (the start point where none was found).
+        ``loss``: this run's per-sample loss instead of the attack's (APGD-T's targeted DLR per target class)."""
         checks = set(apgd_checkpoints(self.steps))
         adv = self._random_start(x, eps, lo, hi)
-        loss_indiv, logits, grad = self._loss_grad(network, adv, y)
+        loss_indiv, logits, grad = self._loss_grad(network, adv, y, loss)
         fooled = logits.argmax(1) != y
         x_best, grad_best, loss_best = adv.clone(), grad.clone(), loss_indiv.clone()
         x_best_adv = adv.clone()
@@ -269,7 +270,7 @@ class APGD(Attack):
             z = self._project(self._step(adv, grad, step_size), x, eps, lo, hi)
             adv = self._project(adv + (z - adv) * a + update_prev * (1.0 - a), x, eps, lo, hi)
 
-            loss_indiv, logits, grad = self._loss_grad(network, adv, y)
+            loss_indiv, logits, grad = self._loss_grad(network, adv, y, loss)
             wrong = logits.argmax(1) != y
             x_best_adv[wrong] = adv[wrong]
             fooled |= wrong
@@ -360,20 +361,18 @@ class APGDT(APGD):
         ranked = logits.sort(dim=1)[1]  # ascending: column -r is the r-th ranked class
         fooled = logits.argmax(1) != y
         adv = x.clone()
-        untargeted = self.indiv_loss
-        try:
-            for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
-                for _ in range(self.n_restarts):
-                    todo = (~fooled).nonzero()[:, 0]
-                    if todo.numel() == 0:
-                        return adv
-                    target_class = ranked[todo, -rank]
-                    # attack_single_run's loss for these rows: the targeted DLR towards their rank-th class
-                    self.indiv_loss = lambda z, t, c=target_class: dlr_targeted_loss(z, t, c)
-                    _, found, _, point = self.attack_single_run(
-                        network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo))
-                    adv[todo[found]] = point[found]
-                    fooled[todo[found]] = True
-        finally:
-            self.indiv_loss = untargeted  # a direct attack_single_run call (one run) is then untargeted CE
+        for rank in range(2, min(self.n_target_classes, logits.shape[1] - 1) + 2):
+            for _ in range(self.n_restarts):
+                todo = (~fooled).nonzero()[:, 0]
+                if todo.numel() == 0:
+                    return adv
+                target_class = ranked[todo, -rank]  # these rows' rank-th class
+
+                def targeted(z, t, c=target_class):
+                    return dlr_targeted_loss(z, t, c)
+
+                _, found, _, point = self.attack_single_run(
+                    network, x[todo], y[todo], _take(eps, todo), _take(lo, todo), _take(hi, todo), loss=targeted)
+                adv[todo[found]] = point[found]
+                fooled[todo[found]] = True
         return adv

@@ -27,9 +27,9 @@ class FreeAT(Attack):
     A call returns ``clamp(x + clip(delta, -eps, eps))`` (clamped to the value range): no forward or backward
     pass, ``delta`` is what the previous training backward left (zeros at the start, as in the paper). After the
     trainer's backward, :meth:`update` takes the gradient ``g`` of that batch's loss with respect to ``delta`` and
-    sets ``delta <- clip(delta + alpha * sign(g), -eps, eps)`` per sample (the reference code's update). ``delta`` has the shape of the largest batch seen; a smaller batch
-    uses its first samples (the reference code's ``global_noise_data[0:n]``), a batch of another image shape
-    starts from zeros.
+    sets ``delta <- clip(delta + alpha * sign(g), -eps, eps)`` per sample (the reference code's update). ``delta``
+    has the shape of the largest batch seen; a smaller batch uses its first samples (the reference code's
+    ``global_noise_data[0:n]``), a batch of another image shape starts from zeros.
 
     With per-sample budgets (AMAT, DPAAT) ``delta`` is projected onto each sample's own ``eps_i`` at every call,
     and the step is ``alpha_i``, so the perturbation follows the adapted budget.
@@ -70,12 +70,16 @@ class FreeAT(Attack):
         self._pending = (x, delta, eps, alpha, lo, hi)
         return self.clamp_inplace(x + delta, lo, hi)
 
+    def _carries(self, x: torch.Tensor) -> bool:
+        """Whether the carried perturbation covers a batch like ``x`` (its image shape, device, at least its size)."""
+        d = self.delta
+        return d is not None and d.shape[1:] == x.shape[1:] and d.shape[0] >= x.shape[0] and d.device == x.device
+
     def _carried(self, x: torch.Tensor) -> torch.Tensor:
         """A copy of the carried perturbation for a batch like ``x`` (zeros when there is none of its shape)."""
-        d = self.delta
-        if d is None or d.shape[1:] != x.shape[1:] or d.shape[0] < x.shape[0] or d.device != x.device:
+        if not self._carries(x):
             return torch.zeros_like(x)
-        return d[: x.shape[0]].to(dtype=x.dtype, copy=True)
+        return self.delta[: x.shape[0]].to(dtype=x.dtype, copy=True)
 
     def update(self, x_adv: torch.Tensor) -> None:
         """Move ``delta`` by the input gradient the training backward left in ``x_adv.grad`` (``x_adv``: the batch
@@ -97,8 +101,7 @@ class FreeAT(Attack):
         new = delta.addcmul_(step, alpha)  # delta is this call's own copy
         torch.minimum(new, eps, out=new)
         torch.maximum(new, -eps, out=new)
-        if self.delta is None or self.delta.shape[1:] != new.shape[1:] or self.delta.shape[0] < new.shape[0] \
-                or self.delta.device != new.device:
-            self.delta = new
-        else:
+        if self._carries(new):
             self.delta[: new.shape[0]] = new.to(self.delta.dtype)
+        else:
+            self.delta = new

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .apgd import APGD
+from .apgd import APGD, _take
 from .base import Attack
 
 __all__ = ["Square", "square_p_schedule"]
@@ -115,7 +115,7 @@ class Square(Attack):
             if len(todo) == 0:
                 break
             x_curr, best_curr, y_curr = x[todo], x_best[todo], y[todo]
-            eps_curr = eps[todo] if eps.shape[0] > 1 else eps
+            eps_curr = _take(eps, todo)
             p = square_p_schedule(it, self.n_queries, self.p_init, self.rescale_schedule)
             s = max(int(round((p * n_features / c) ** (1 / dims))), 1)
             s = min(s, *spatial)
@@ -123,8 +123,9 @@ class Square(Attack):
             window = (slice(None), slice(None), *(slice(v, v + s) for v in corner))
             x_new = best_curr.clone()
             x_new[window] += 2.0 * eps_curr * self._sign([c, *([1] * dims)], x.device)
+            # the reference's min/max form, not Attack.project (x + (x_new - x) may round differently)
             x_new = torch.minimum(torch.maximum(x_new, x_curr - eps_curr), x_curr + eps_curr)
-            x_new = self.clamp_inplace(x_new, _rows(lo, todo), _rows(hi, todo))
+            x_new = self.clamp_inplace(x_new, _take(lo, todo), _take(hi, todo))
             margin, loss = self.margin_and_loss(network, x_new, y_curr)
             improved = (loss < loss_min[todo]).float()
             loss_min[todo] = improved * loss + (1.0 - improved) * loss_min[todo]
@@ -142,20 +143,15 @@ class Square(Attack):
             robust = logits.argmax(1) == y
             adv = x.clone()
             self.queries = torch.zeros(x.shape[0], device=x.device)
-            eps = eps.expand(x.shape[0], *eps.shape[1:]) if eps.shape[0] == 1 else eps
             for _ in range(self.n_restarts):
                 todo = robust.nonzero().flatten()
                 if todo.numel() == 0:
                     break
-                queries, point = self.attack_single_run(network, x[todo], y[todo], eps[todo], _rows(lo, todo),
-                                                        _rows(hi, todo))
+                queries, point = self.attack_single_run(network, x[todo], y[todo], _take(eps, todo),
+                                                        _take(lo, todo), _take(hi, todo))
                 self.queries[todo] += queries
                 fooled = APGD.logits_of(network(point)).argmax(1) != y[todo]
                 adv[todo[fooled]] = point[fooled]
                 robust[todo[fooled]] = False
         return adv
 
-
-def _rows(bound, index: torch.Tensor):
-    """``bound[index]`` for a per-sample ``(N, 1, ..., 1)`` bound; a float or None as it is."""
-    return bound[index] if isinstance(bound, torch.Tensor) and bound.ndim > 0 and bound.shape[0] > 1 else bound

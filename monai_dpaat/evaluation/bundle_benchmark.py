@@ -21,11 +21,12 @@ import torch
 
 from monai_dpaat.attacks import APGD, with_eps_units
 from monai_dpaat.attacks.base import intensity_range
+from monai_dpaat.conventions import class_indices, plain_tensor
 from monai_dpaat.error_hook import user_error_of
 from monai_dpaat.utils import bundle_config_files, load_weights, read_checkpoint
 
 from .leaderboard import dataset_fingerprint, file_sha256, versions
-from .protocol import PROTOCOLS, classification_protocol, run_cascade
+from .protocol import classification_protocol, run_cascade
 from .report import atomic_write_text
 
 __all__ = ["EPS_UNITS", "benchmark_bundle", "load_bundle_evaluation", "write_row"]
@@ -55,14 +56,12 @@ def _checkpoint_loader(parser: Any, bundle: Any) -> tuple[int, str]:
 
 
 def _class_indices(labels: Any, n: int, k: int, where: str) -> torch.Tensor:
-    y = torch.as_tensor(labels)
-    if y.ndim == 2 and y.shape[1] == k and k > 1:  # one-hot (the Zoo's classification datalists)
-        y = y.argmax(1)
-    y = y.reshape(-1)
-    if y.numel() != n:
+    """:func:`~monai_dpaat.conventions.class_indices`, with one label per image and the range checked, named."""
+    try:
+        y = class_indices(labels, k, n)
+    except RuntimeError:  # its reshape: not one label per image
         raise ValueError(f"{where}: labels of shape {tuple(torch.as_tensor(labels).shape)} do not fit {n} images "
-                         "(expected class indices (N,) or one-hot (N, K))")
-    y = y.round().long() if y.is_floating_point() else y.long()
+                         "(expected class indices (N,) or one-hot (N, K))") from None
     if (y < 0).any() or (y >= k).any():
         raise ValueError(f"{where}: label values {sorted(set(y.tolist()))[:10]} are outside [0, {k - 1}] for the "
                          f"network's {k} outputs")
@@ -112,7 +111,7 @@ def load_bundle_evaluation(bundle: Any, config_file: Any = None, overrides: Mapp
         y = _class_indices(batch["label"], x.shape[0], k, f"validate#dataloader of {str(bundle)!r}")
         if max_samples is not None:
             x, y = x[: max_samples - count], y[: max_samples - count]
-        batches.append((x.as_tensor() if hasattr(x, "as_tensor") else x, y.to(device)))
+        batches.append((plain_tensor(x), y.to(device)))
         count += len(y)
         if max_samples is not None and count >= max_samples:
             break
@@ -142,18 +141,14 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
     """Run the protocol on the bundle's evaluation and return its leaderboard row (see :func:`write_row`);
     ``progress``: a tqdm bar on stderr, one step per batch and attack, with the samples still robust."""
     _check_eps(eps, eps_units)
-    if version not in PROTOCOLS or budget not in PROTOCOLS[version]:
-        classification_protocol(eps, version, budget)  # its ValueError names the known ones
+    attacks = classification_protocol(eps, version, budget, value_range, seed)  # an unknown version/budget: named
+    if eps_units == "range":
+        attacks = {label: with_eps_units(a, "range") for label, a in attacks.items()}
     start = time.perf_counter()
     data = load_bundle_evaluation(bundle, config_file, overrides, device, max_samples)
     network, batches = data["network"], data["batches"]
-    if eps_units == "absolute" and isinstance(value_range, (list, tuple)) and eps > value_range[1] - value_range[0]:
-        raise ValueError(f"eps={eps} is larger than the value range {tuple(value_range)}")
     widths = torch.cat([intensity_range(x).reshape(-1).cpu() for x, _ in batches])
     absolute = widths * eps if eps_units == "range" else torch.full_like(widths, eps)
-    attacks = classification_protocol(eps, version, budget, value_range, seed)
-    if eps_units == "range":
-        attacks = {label: with_eps_units(a, "range") for label, a in attacks.items()}
     from tqdm.auto import tqdm
 
     # one step per (batch, attack); the postfix says which attack ran on which batch and how many are still robust

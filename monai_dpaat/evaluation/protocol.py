@@ -113,7 +113,7 @@ def run_cascade(network: torch.nn.Module, batches: Any, attacks: Mapping[str, At
     breaks = {label: 0 for label in attacks}
     attacked = {label: 0 for label in attacks}
     seconds = {label: 0.0 for label in attacks}
-    batches = list(batches) if not isinstance(batches, list) else batches
+    batches = list(batches)  # read once: the count is in the progress lines
     try:
         for b, (x, y) in enumerate(batches):
             x = torch.as_tensor(x).to(device) if device is not None else torch.as_tensor(x)
