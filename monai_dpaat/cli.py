@@ -759,8 +759,11 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
 
 def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/255", eps_units: str = "range",
               budget: str = "standard", output_dir: str = "benchmark", device: str = "cpu", limit: int | None = None,
-              name: str | None = None, seed: int = 0, check_masking: bool = True, **overrides: Any) -> None:
+              name: str | None = None, seed: int = 0, check_masking: bool = True, hd95: bool = True,
+              **overrides: Any) -> None:
     """Run the benchmark protocol (docs/benchmark.md) on a bundle's evaluation: OUT/leaderboard.json and report.md.
+    Classification networks ((N, K) outputs) get the AutoAttack-style cascade, segmentation networks the worst case
+    by Dice over SegPGD, CosPGD, APGD and a black-box Square, through the bundle's validate#inferer.
 
     The bundle's configs/train.json + configs/evaluate.json (+ --config_file) are read as monai.bundle run reads
     them: its network, the weights its CheckpointLoader loads and its test split (validate#dataloader). Any other
@@ -779,6 +782,7 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
         name: the model's name in the row (default: the bundle's name).
         seed: the attacks' seed.
         check_masking: also run the gradient-masking checks on two batches.
+        hd95: HD95 under attack (segmentation; --nohd95 skips the slowest metric).
     """
     from monai.bundle import ConfigParser
 
@@ -791,6 +795,7 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
         raise CLIError(f"--eps must be one budget, got {eps!r}")
     limit = _int_arg("limit", limit, 1, optional=True)
     seed, check_masking = _int_arg("seed", seed, 0), _bool_arg("check_masking", check_masking)
+    hd95 = _bool_arg("hd95", hd95)
     dev = check_device(device)
     out = check_output_dir(output_dir)
     files = _cli_error(bundle_config_files, bundle, ("train.json", "evaluate.json"), config_file)
@@ -804,16 +809,18 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
     try:
         row = benchmark_bundle(bundle, config_file, eps=eps_list[0], eps_units=eps_units, budget=budget,
                                device=dev, max_samples=limit, name=name, seed=seed, check_masking=check_masking,
-                               overrides=overrides)
+                               overrides=overrides, hd95=hd95)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     try:
         written = write_row(row, out)
     except OSError as err:
         raise _write_error(out, err) from None
-    print(f"{row['name']}: clean {row['clean_accuracy']:.4f}, robust {row['robust_accuracy']:.4f} "
-          f"(protocol {row['protocol']}, {row['budget']}, eps {row['eps']:.6g} {row['eps_units']}); breaks "
-          + ", ".join(f"{k} {v}" for k, v in row["breaks"].items()))
+    metric = row["metric"]
+    found = (("breaks " + ", ".join(f"{k} {v}" for k, v in row["breaks"].items())) if "breaks" in row else
+             ("worst case by " + ", ".join(f"{k} {v}" for k, v in row["worst_case_by"].items())))
+    print(f"{row['name']}: clean {metric} {row[f'clean_{metric}']:.4f}, robust {metric} {row[f'robust_{metric}']:.4f} "
+          f"(protocol {row['protocol']}, {row['budget']}, eps {row['eps']:.6g} {row['eps_units']}); {found}")
     for flag in row["flags"]:
         print(f"flag: {flag}")
     print(f"row written to {written['json']}")

@@ -119,17 +119,50 @@ def test_bad_input_exits_2_and_writes_nothing(ham_bundle, tmp_path, capsys, data
     _refused(base + wrong_flags, out, capsys, str(wrong / "model.pt"))
 
 
-def test_segmentation_network_is_refused_by_the_classification_protocol(tmp_path, capsys, data_dir):
-    from monai.bundle import ConfigParser
+NUINSSEG = "nuinsseg_adversarial_segmentation"
 
-    name = "nuinsseg_adversarial_segmentation"
-    root = tmp_path / name
-    shutil.copytree(ROOT / "bundles" / name, root, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
-    parser = ConfigParser()
-    parser.read_config([str(root / "configs" / f) for f in ("train.json", "quick.json")])
-    parser.update({"bundle_root": str(root)})
-    (root / "models").mkdir(exist_ok=True)
-    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, root / "models" / "model.pt")
-    out = tmp_path / "out"
-    _refused(["benchmark", "--bundle", str(root), "--config_file", "configs/quick.json", "--dataset_dir",
-              str(data_dir / "nuclei_he"), "--output_dir", str(out)], out, capsys, "(N, K) logits")
+
+@pytest.fixture(scope="module")
+def nuinsseg_bundle(tmp_path_factory, data_dir):
+    """A copy of the NuInsSeg bundle with a quick STD UNet (its quick.json: 2 epochs, 64 px patches of real tiles)."""
+    root = tmp_path_factory.mktemp("bench_seg") / NUINSSEG
+    shutil.copytree(ROOT / "bundles" / NUINSSEG, root, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
+    flags = {"dataset_dir": str(data_dir / "nuclei_he"), "max_tiles": 10}  # a test split of 2 tiles
+    run_bundle(bundle_config_files(root, ("train.json", "methods/std.json", "quick.json")),
+               {"bundle_root": str(root), "device": "$torch.device('cpu')", **flags})
+    return root, flags
+
+
+def test_nuinsseg_bundle_row_is_the_worst_case_by_dice(nuinsseg_bundle, tmp_path, capsys):
+    root, flags = nuinsseg_bundle
+    assert _benchmark(root, tmp_path / "row", flags, "--limit", "2") == 0
+    row = json.loads((tmp_path / "row" / "leaderboard.json").read_text())
+    n = row["dataset"]["num_samples"]
+    assert row["task"] == "segmentation" and row["metric"] == "dice" and n == 2
+    assert row["bundle"]["inferer"] == "SlidingWindowInferer"  # its validate#inferer: the attacks went through it
+    assert row["weights"]["sha256"] == file_sha256(root / "models" / "model.pt")
+    assert list(row["per_attack"]) == ["SegPGD", "CosPGD", "APGD-seg", "Square-seg"]
+    assert row["attacks"]["APGD-seg"]["steps"] == 20 and row["attacks"]["Square-seg"]["steps"] == 200  # quick
+    for part in [row["clean"], row["robust"], *row["per_attack"].values()]:
+        assert {"dice", "iou", "hd95"} <= set(part) and 0 <= part["dice"] <= 1 and 0 <= part["iou"] <= part["dice"] + 1e-9
+    # the worst case is per sample: no higher than any attack's mean, and each sample's worst came from one row
+    assert row["robust_dice"] == row["robust"]["dice"] <= min(m["dice"] for m in row["per_attack"].values()) + 1e-9
+    assert row["robust_dice"] < row["clean_dice"] == row["clean"]["dice"]
+    assert row["clean_best"] + sum(row["worst_case_by"].values()) == n
+    # the gradient attacks do better than random search on this (unmasked) network
+    assert min(row["per_attack"][k]["dice"] for k in ("SegPGD", "CosPGD", "APGD-seg")) < \
+        row["per_attack"]["Square-seg"]["dice"]
+    assert 0 < row["eps_absolute"]["min"] <= row["eps_absolute"]["max"] <= 8 / 255 + 1e-9
+    assert row["plots"] == ["attacks.png"] and (tmp_path / "row" / "attacks.png").read_bytes()[:4] == b"\x89PNG"
+    report = (tmp_path / "row" / "report.md").read_text()
+    assert "| APGD-seg |" in report and f"{row['robust']['dice']:.4f}" in report
+    assert "robust dice" in capsys.readouterr().out
+
+
+def test_leaderboard_keeps_classification_and_segmentation_rows_apart(ham_bundle, nuinsseg_bundle, tmp_path, capsys):
+    for (root, flags), out in ((ham_bundle, "cls"), (nuinsseg_bundle, "seg")):
+        assert _benchmark(root, tmp_path / out, flags, "--limit", "1", "--nocheck_masking", "--nohd95") == 0
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path / "seg"), str(tmp_path / "cls")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| metric |" in lines[0] and "| accuracy |" in lines[2] and "| dice |" in lines[3]

@@ -223,6 +223,17 @@ class APGD(Attack):
             grad += g
         return loss_indiv.detach(), logits.detach(), grad / self.eot_iter
 
+    # what "adversarial" means (APGDSeg redefines both: the lowest Dice so far)
+    def success_start(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The run's success state at its random start: ``(n,)`` bool, misclassified."""
+        return logits.argmax(1) != y
+
+    def success_update(self, state: torch.Tensor, logits: torch.Tensor, y: torch.Tensor):
+        """``(keep, state)``: the samples whose current point becomes the returned one (misclassified now: the
+        reference keeps the last misclassified point) and the updated state (ever misclassified)."""
+        wrong = logits.argmax(1) != y
+        return wrong, state | wrong
+
     def _project(self, adv, x, eps, lo, hi) -> torch.Tensor:
         delta = adv - x
         if self.norm == "Linf":
@@ -249,12 +260,14 @@ class APGD(Attack):
     def attack_single_run(self, network, x, y, eps, lo, hi, loss: Callable | None = None):
         """One APGD run from a random start on ``x`` ``(n, C, *spatial)``. Returns ``(x_best, fooled,
         loss_best, x_best_adv)``: the highest-loss point, whether a misclassified point was found ``(n,)``,
-        the highest loss ``(n,)``, and the last misclassified point (the start point where none was found).
+        the highest loss ``(n,)``, and the last misclassified point (the start point where none was found); what
+        counts as success is :meth:`success_start` / :meth:`success_update` (APGDSeg: the lowest Dice, whose
+        ``fooled`` is that Dice ``(n,)``).
         ``loss``: this run's per-sample loss instead of the attack's (APGD-T's targeted DLR per target class)."""
         checks = set(apgd_checkpoints(self.steps))
         adv = self._random_start(x, eps, lo, hi)
         loss_indiv, logits, grad = self._loss_grad(network, adv, y, loss)
-        fooled = logits.argmax(1) != y
+        fooled = self.success_start(logits, y)
         x_best, grad_best, loss_best = adv.clone(), grad.clone(), loss_indiv.clone()
         x_best_adv = adv.clone()
         step_size = 2.0 * eps.clone()
@@ -271,9 +284,8 @@ class APGD(Attack):
             adv = self._project(adv + (z - adv) * a + update_prev * (1.0 - a), x, eps, lo, hi)
 
             loss_indiv, logits, grad = self._loss_grad(network, adv, y, loss)
-            wrong = logits.argmax(1) != y
-            x_best_adv[wrong] = adv[wrong]
-            fooled |= wrong
+            keep, fooled = self.success_update(fooled, logits, y)
+            x_best_adv[keep] = adv[keep]
             loss_steps[i] = loss_indiv
             improved = loss_indiv > loss_best
             x_best[improved], grad_best[improved] = adv[improved], grad[improved]

@@ -1,5 +1,6 @@
 """Leaderboard rows of the benchmark protocol (issue 14): one JSON row per (bundle, weights, data, budget), and the
-merge of several rows into one table sorted by robust accuracy.
+merge of several rows into one table sorted by the robust metric (accuracy for classification rows, mean Dice for
+segmentation rows: ``metric`` names it, ``clean_<metric>`` / ``robust_<metric>`` hold it).
 
 A row records what makes two numbers comparable: the protocol version and budget, the budget ``eps`` with its units
 (``range``: a fraction of each sample's intensity range, with the absolute values it became), the bundle's name and
@@ -20,14 +21,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["COLUMNS", "dataset_fingerprint", "file_sha256", "merge_rows", "read_row", "rows_to_csv",
+__all__ = ["COLUMNS", "row_metric", "dataset_fingerprint", "file_sha256", "merge_rows", "read_row", "rows_to_csv",
            "rows_to_markdown", "versions"]
 
 #: the merged table's columns: (header, row key path)
 COLUMNS = (("model", ("name",)), ("bundle", ("bundle", "name")), ("version", ("bundle", "version")),
            ("protocol", ("protocol",)), ("budget", ("budget",)), ("eps", ("eps",)), ("units", ("eps_units",)),
-           ("samples", ("dataset", "num_samples")), ("clean", ("clean_accuracy",)),
-           ("robust", ("robust_accuracy",)), ("flags", ("flags",)), ("weights", ("weights", "sha256")))
+           ("samples", ("dataset", "num_samples")), ("metric", ("metric",)), ("clean", ("clean",)),
+           ("robust", ("robust",)), ("flags", ("flags",)), ("weights", ("weights", "sha256")))
+
+
+def row_metric(row: Mapping[str, Any]) -> str:
+    """The row's headline metric: ``accuracy`` (classification; rows from before the key existed) or ``dice``."""
+    return str(row.get("metric") or "accuracy")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,7 +75,9 @@ def read_row(path: str | Path) -> dict[str, Any]:
         row = json.loads(p.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read leaderboard row {str(p)!r}: {err}") from None
-    missing = [k for k in ("protocol", "robust_accuracy", "clean_accuracy", "eps") if k not in row]
+    metric = row_metric(row) if isinstance(row, dict) else "accuracy"
+    missing = [k for k in ("protocol", f"robust_{metric}", f"clean_{metric}", "eps") if not isinstance(row, dict)
+               or k not in row]
     if missing:
         raise ValueError(f"{str(p)!r} is not a benchmark row: it lacks {missing}")
     return row
@@ -83,19 +91,23 @@ def _get(row: Mapping[str, Any], path: Sequence[str]) -> Any:
 
 
 def merge_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rows as table records (:data:`COLUMNS`), sorted by robust accuracy, best first (ties: clean accuracy)."""
+    """The rows as table records (:data:`COLUMNS`), grouped by metric, each group sorted by the robust metric, best
+    first (ties: the clean metric)."""
     records = []
     for row in rows:
         record = {}
+        metric = row_metric(row)
         for header, path in COLUMNS:
-            value = _get(row, path)
+            value = row.get(f"{header}_{metric}") if header in ("clean", "robust") else _get(row, path)
+            if header == "metric":
+                value = metric
             if header == "flags":
                 value = "; ".join(value) if value else "none"
             elif header == "weights" and value:
                 value = value[:12]
             record[header] = value
         records.append(record)
-    return sorted(records, key=lambda r: (-(r["robust"] or 0.0), -(r["clean"] or 0.0)))
+    return sorted(records, key=lambda r: (r["metric"], -(r["robust"] or 0.0), -(r["clean"] or 0.0)))
 
 
 def _cell(value: Any) -> str:

@@ -189,6 +189,34 @@ def plot_cascade(row: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return save_figure(figure_cascade(row), path)
 
 
+def plot_segmentation_protocol(row: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Mean Dice of a segmentation benchmark row: clean, under each attack, and the per-sample worst case."""
+    return save_figure(figure_segmentation_protocol(row), path)
+
+
+def figure_segmentation_protocol(row: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_segmentation_protocol` (a :mod:`~monai_dpaat.evaluation.bundle_benchmark` row)."""
+    if not row["dataset"]["num_samples"]:
+        raise ValueError("the row has no samples: nothing to plot")
+    labels = ["clean", *row["per_attack"], "worst case"]
+    values = [row["clean"]["dice"], *(m["dice"] for m in row["per_attack"].values()), row["robust"]["dice"]]
+    fig = _figure(max(5.0, 1.1 * len(labels) + 1.5), 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ["tab:gray"] + ["tab:red"] * (len(labels) - 2) + ["black"]
+    bars = ax.bar(range(len(labels)), [100 * v for v in values], color=colors)
+    for bar, value in zip(bars, values):
+        ax.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize=8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("Mean Dice (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}),\n"
+                 f"eps {row['eps']:.4g} {row['eps_units']}", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
 def figure_cascade(row: Mapping[str, Any]) -> Any:
     """The figure of :func:`plot_cascade`: ``row`` is a :mod:`~monai_dpaat.evaluation.bundle_benchmark` row."""
     n = row["dataset"]["num_samples"]

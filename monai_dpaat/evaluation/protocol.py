@@ -13,6 +13,12 @@ minimum-norm attack) is left out of v1: at a fixed budget AutoAttack's own ablat
 after the two APGD runs, and Square covers the other blind spot, gradient masking; a later version may add it.
 
 A break by Square, after both APGD runs failed on that sample, is the masking signature the protocol flags.
+
+The segmentation protocol ``v1`` (:data:`SEGMENTATION_PROTOCOLS`, :func:`segmentation_protocol`) is the per-sample
+worst case, by mean foreground Dice, over SegPGD, CosPGD, APGD on the per-pixel CE (:class:`~monai_dpaat.attacks.
+APGDSeg`) and the score-based :class:`~monai_dpaat.attacks.DenseSquare` (the black box), each on every sample (a
+segmentation has no "broken" to stop at): 100 iterations and 5000 queries (``quick``: 20 and 200). SegPGD and CosPGD
+take Madry et al.'s step ``2.5 eps / steps``; APGD needs none.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any
 
 import torch
 
-from monai_dpaat.attacks import APGD, APGDT, Attack, Square
+from monai_dpaat.attacks import APGD, APGDT, APGDSeg, Attack, CosPGD, DenseSquare, SegPGD, Square
 
-__all__ = ["PROTOCOLS", "CascadeResult", "classification_protocol", "run_cascade"]
+__all__ = ["PROTOCOLS", "SEGMENTATION_PROTOCOLS", "CascadeResult", "classification_protocol", "run_cascade",
+           "segmentation_protocol"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +49,47 @@ PROTOCOLS: dict[str, dict[str, dict[str, dict[str, int]]]] = {
 }
 
 
+#: version -> budget -> the segmentation attacks' settings (iterations / queries)
+SEGMENTATION_PROTOCOLS: dict[str, dict[str, dict[str, dict[str, int]]]] = {
+    "v1": {
+        "standard": {"SegPGD": {"steps": 100}, "CosPGD": {"steps": 100}, "APGD-seg": {"steps": 100},
+                     "Square-seg": {"steps": 5000}},
+        "quick": {"SegPGD": {"steps": 20}, "CosPGD": {"steps": 20}, "APGD-seg": {"steps": 20},
+                  "Square-seg": {"steps": 200}},
+    },
+}
+
+
+def _spec(table: Mapping[str, Any], version: str, budget: str) -> Mapping[str, Mapping[str, int]]:
+    if version not in table:
+        raise ValueError(f"unknown protocol version {version!r}; known: {sorted(table)}")
+    if budget not in table[version]:
+        raise ValueError(f"budget must be one of {sorted(table[version])}, got {budget!r}")
+    return table[version][budget]
+
+
+def segmentation_protocol(eps: float, version: str = "v1", budget: str = "standard", value_range: Any = "data",
+                          seed: int = 0) -> dict[str, Attack]:
+    """The segmentation protocol's attacks, ``{label: attack}`` (the order of the report), each seeded (CPU)."""
+    spec = _spec(SEGMENTATION_PROTOCOLS, version, budget)
+
+    def generator() -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    def pgd_like(cls, steps):  # Madry et al.'s step: 2.5 eps spread over the iterations
+        return cls(eps=eps, alpha=2.5 * eps / steps, steps=steps, value_range=value_range, generator=generator())
+
+    return {"SegPGD": pgd_like(SegPGD, spec["SegPGD"]["steps"]), "CosPGD": pgd_like(CosPGD, spec["CosPGD"]["steps"]),
+            "APGD-seg": APGDSeg(eps=eps, steps=spec["APGD-seg"]["steps"], value_range=value_range,
+                                generator=generator()),
+            "Square-seg": DenseSquare(eps=eps, steps=spec["Square-seg"]["steps"], value_range=value_range,
+                                      generator=generator())}
+
+
 def classification_protocol(eps: float, version: str = "v1", budget: str = "standard", value_range: Any = "data",
                             seed: int = 0) -> dict[str, Attack]:
     """The protocol's attacks in cascade order, ``{label: attack}``, each with its own seeded generator (CPU)."""
-    if version not in PROTOCOLS:
-        raise ValueError(f"unknown protocol version {version!r}; known: {sorted(PROTOCOLS)}")
-    if budget not in PROTOCOLS[version]:
-        raise ValueError(f"budget must be one of {sorted(PROTOCOLS[version])}, got {budget!r}")
-    spec = PROTOCOLS[version][budget]
+    spec = _spec(PROTOCOLS, version, budget)
     classes = {"APGD-CE": APGD, "APGD-T": APGDT, "Square": Square}
     return {label: classes[label](eps=eps, value_range=value_range, generator=torch.Generator().manual_seed(seed),
                                   **settings)
