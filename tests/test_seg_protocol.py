@@ -158,3 +158,21 @@ def test_protocol_table_and_bad_input():
         segmentation_protocol(EPS, version="v0")
     with pytest.raises(ValueError, match="loss must be 'ce'"):
         APGDSeg(loss="dlr")
+
+
+def test_labels_and_outputs_that_fit_no_task_are_named():
+    from monai_dpaat.evaluation.bundle_benchmark import _label_maps, _task_of
+
+    x = torch.zeros(2, 3, 8, 8)
+    assert _label_maps(torch.ones(2, 8, 8), x, 2, "here").shape == (2, 1, 8, 8)
+    assert _label_maps(F.one_hot(torch.ones(2, 8, 8).long(), 3).permute(0, 3, 1, 2), x, 3, "here").max() == 1
+    with pytest.raises(ValueError, match=r"here: labels of shape \(2, 1, 4, 4\) do not fit images"):
+        _label_maps(torch.zeros(2, 1, 4, 4), x, 2, "here")
+    with pytest.raises(ValueError, match=r"here: label values \[0, 3\] are outside \[0, 1\]"):
+        _label_maps(torch.tensor([0, 3]).repeat_interleave(64).reshape(2, 1, 8, 8), x, 2, "here")
+    with pytest.raises(ValueError, match="non-integer"):
+        _label_maps(torch.full((2, 1, 8, 8), 0.5), x, 2, "here")
+    assert _task_of(torch.zeros(1, 4), "b") == ("classification", 4)
+    assert _task_of([torch.zeros(1, 3, 8, 8, 8)], "b") == ("segmentation", 3)  # deep supervision: the first
+    with pytest.raises(ValueError, match=r"'b' outputs shape \(1, 2, 5\)"):
+        _task_of(torch.zeros(1, 2, 5), "b")

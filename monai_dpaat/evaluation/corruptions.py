@@ -428,7 +428,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     with torch.random.fork_rng(devices=[]):  # no transform here draws from torch's RNG; this guards that it stays so
         for i in range(x.shape[0]):
             vr = _Range(float(lo[i]), float(hi[i]), white)
-            y = spec.apply(x[i].clone(), level, _sample_rng(seed, 0), vr)
+            y = spec.apply(x[i].clone(), level, _sample_rng(seed, i), vr)
             out[i] = plain_tensor(y).to(x.device, torch.float32).clamp(vr.lo, vr.hi)
     return out
 
@@ -520,7 +520,7 @@ def corruption_table(
         clean = error(lambda b, images: plain_tensor(images).float())
         errors: dict[str, list[float]] = {}
         for name in names:
-            errors[name] = [error(lambda b, images: corrupt(images, name, s, seed + b)) for s in severities]
+            errors[name] = [error(lambda b, images, c=name, s=s: corrupt(images, c, s, seed + b)) for s in severities]
             if progress is not None:
                 progress(f"{name}: error " + " ".join(f"{e:.3f}" for e in errors[name]) + f" (clean {clean:.3f})")
         return {"metric": METRICS[task], "task": task, "clean_error": clean, "errors": errors,
