@@ -760,7 +760,7 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
 def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/255", eps_units: str = "range",
               budget: str = "standard", output_dir: str = "benchmark", device: str = "cpu", limit: int | None = None,
               name: str | None = None, seed: int = 0, check_masking: bool = True, hd95: bool = True,
-              **overrides: Any) -> None:
+              corruptions: bool = True, reference: str | None = None, **overrides: Any) -> None:
     """Run the benchmark protocol (docs/benchmark.md) on a bundle's evaluation: OUT/leaderboard.json and report.md.
     Classification networks ((N, K) outputs) get the AutoAttack-style cascade, segmentation networks the worst case
     by Dice over SegPGD, CosPGD, APGD and a black-box Square, through the bundle's validate#inferer.
@@ -783,6 +783,8 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
         seed: the attacks' seed.
         check_masking: also run the gradient-masking checks on two batches.
         hd95: HD95 under attack (segmentation; --nohd95 skips the slowest metric).
+        corruptions: the natural-corruption table (5 severities each; --nocorruptions skips it).
+        reference: a reference model's leaderboard.json (same test data) to normalise the mCE by.
     """
     from monai.bundle import ConfigParser
 
@@ -795,7 +797,7 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
         raise CLIError(f"--eps must be one budget, got {eps!r}")
     limit = _int_arg("limit", limit, 1, optional=True)
     seed, check_masking = _int_arg("seed", seed, 0), _bool_arg("check_masking", check_masking)
-    hd95 = _bool_arg("hd95", hd95)
+    hd95, corruptions = _bool_arg("hd95", hd95), _bool_arg("corruptions", corruptions)
     dev = check_device(device)
     out = check_output_dir(output_dir)
     files = _cli_error(bundle_config_files, bundle, ("train.json", "evaluate.json"), config_file)
@@ -809,7 +811,7 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
     try:
         row = benchmark_bundle(bundle, config_file, eps=eps_list[0], eps_units=eps_units, budget=budget,
                                device=dev, max_samples=limit, name=name, seed=seed, check_masking=check_masking,
-                               overrides=overrides, hd95=hd95)
+                               overrides=overrides, hd95=hd95, corruptions=corruptions, reference=reference)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from None
     try:
@@ -821,6 +823,10 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
              ("worst case by " + ", ".join(f"{k} {v}" for k, v in row["worst_case_by"].items())))
     print(f"{row['name']}: clean {metric} {row[f'clean_{metric}']:.4f}, robust {metric} {row[f'robust_{metric}']:.4f} "
           f"(protocol {row['protocol']}, {row['budget']}, eps {row['eps']:.6g} {row['eps_units']}); {found}")
+    summary = (row.get("corruptions") or {}).get("summary")
+    if summary:
+        print(f"corruptions: mean error {summary['average_error']:.4f}"
+              + (f", mCE {summary['mce']:.3f}" if summary.get("mce") is not None else ""))
     for flag in row["flags"]:
         print(f"flag: {flag}")
     print(f"row written to {written['json']}")

@@ -65,6 +65,30 @@ def test_ham_bundle_row_is_complete_and_consistent(ham_bundle, tmp_path, capsys)
     assert "robust" in capsys.readouterr().out
 
 
+def test_corruption_table_and_mce_against_a_reference_row(ham_bundle, tmp_path, capsys):
+    from monai_dpaat.evaluation.corruptions import CORRUPTIONS
+
+    root, flags = ham_bundle
+    assert _benchmark(root, tmp_path / "ref", flags, "--nocheck_masking", "--limit", "16") == 0
+    ref = json.loads((tmp_path / "ref" / "leaderboard.json").read_text())["corruptions"]
+    # the dermatoscopy photos get the photo and generic corruptions, not the MR artefacts
+    assert list(ref["table"]["errors"]) == [c for c in CORRUPTIONS if c in
+                                            ("gaussian_noise", "blur", "bias_field", "contrast", "jpeg", "stain")]
+    assert all(len(v) == 5 and all(0 <= e <= 1 for e in v) for v in ref["table"]["errors"].values())
+    assert ref["summary"]["mce"] is None and ref["reference"] is None  # no reference: the plain errors only
+    # normalised by itself (the same weights, data and seed) every CE is 1
+    assert _benchmark(root, tmp_path / "self", flags, "--nocheck_masking", "--limit", "16",
+                      "--reference", str(tmp_path / "ref")) == 0
+    row = json.loads((tmp_path / "self" / "leaderboard.json").read_text())
+    assert row["corruptions"]["summary"]["mce"] == pytest.approx(1.0)
+    assert row["corruptions"]["reference"]["weights"] == file_sha256(root / "models" / "model.pt")
+    assert "mCE 1.000" in (tmp_path / "self" / "report.md").read_text() and "mCE 1.000" in capsys.readouterr().out
+    # a reference measured on other images cannot normalise: named before any attack, nothing written
+    _refused(["benchmark", "--bundle", str(root), "--config_file", "configs/quick.json", "--budget", "quick",
+              "--limit", "8", "--reference", str(tmp_path / "ref"), "--output_dir", str(tmp_path / "other")]
+             + [f"--{k}={v}" for k, v in flags.items()], tmp_path / "other", capsys, "dataset fingerprint differs")
+
+
 def test_leaderboard_merges_rows_sorted_by_robust_accuracy(ham_bundle, tmp_path, capsys):
     root, flags = ham_bundle
     assert _benchmark(root, tmp_path / "a", flags, "--eps", "2/255", "--name", "small-eps") == 0

@@ -242,21 +242,52 @@ def _segmentation_results(network, batches, eps, eps_units, version, budget, val
     return part, flags, n
 
 
+def _reference(reference: Any) -> dict[str, Any]:
+    """A reference row (a mapping, or a ``leaderboard.json`` / its folder) that holds a corruption table."""
+    from .leaderboard import read_row
+
+    row = dict(reference) if isinstance(reference, Mapping) else read_row(reference)
+    if "table" not in (row.get("corruptions") or {}):
+        raise ValueError(f"the reference row {row.get('name', str(reference))!r} has no corruption table: run its "
+                         "benchmark with corruptions on")
+    return row
+
+
+def _corruptions(network, batches, task, seed, reference: Mapping[str, Any] | None) -> dict:
+    """The row's ``corruptions``: the table, its summary (mCE when there is a reference) and the reference used."""
+    from .corruptions import corruption_table, mean_corruption_error, severity_table
+
+    table = corruption_table(network, batches, task, seed=seed)
+    summary = mean_corruption_error(table, None if reference is None else reference["corruptions"]["table"])
+    severities = severity_table()
+    return {"table": table, "summary": summary, "severities": {c: severities[c] for c in table["errors"]},
+            "reference": None if reference is None else {"name": reference.get("name"),
+                                                         "weights": reference.get("weights", {}).get("sha256")}}
+
+
 def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255, eps_units: str = "range",
                      budget: str = "standard", version: str = "v1", value_range: Any = "data",
                      device: Any = "cpu", max_samples: int | None = None, name: str | None = None, seed: int = 0,
                      check_masking: bool = True, overrides: Mapping[str, Any] | None = None,
-                     progress: bool = True, hd95: bool = True) -> dict[str, Any]:
+                     progress: bool = True, hd95: bool = True, corruptions: bool = True,
+                     reference: Any = None) -> dict[str, Any]:
     """Run the protocol of the bundle's task on its evaluation and return its leaderboard row (see
     :func:`write_row`); ``progress``: a tqdm bar on stderr (classification: one step per batch and attack, with the
     samples still robust; segmentation: one step per batch, the running attack in its postfix); ``hd95``: HD95
-    under attack (segmentation; the slowest metric)."""
+    under attack (segmentation; the slowest metric); ``corruptions``: the natural-corruption table
+    (:mod:`.corruptions`), its mCE normalised by ``reference`` (a row, or the path of one, of a reference model on
+    the same test data) when given."""
     _check_eps(eps, eps_units)
+    reference_row = _reference(reference) if corruptions and reference is not None else None
     classification_protocol(eps, version, budget, value_range, seed)  # an unknown version/budget: named up front
     segmentation_protocol(eps, version, budget, value_range, seed)
     start = time.perf_counter()
     data = load_bundle_evaluation(bundle, config_file, overrides, device, max_samples)
     network, batches, task = data["network"], data["batches"], data["task"]
+    fingerprint = dataset_fingerprint(batches)
+    if reference_row is not None and reference_row.get("dataset", {}).get("fingerprint") != fingerprint:
+        raise ValueError(f"the reference row {reference_row.get('name')!r} was measured on other test data (its "
+                         "dataset fingerprint differs): mCE normalises by the reference's errors on the same images")
     widths = torch.cat([intensity_range(x).reshape(-1).cpu() for x, _ in batches])
     absolute = widths * eps if eps_units == "range" else torch.full_like(widths, eps)
     if task == "classification":
@@ -269,6 +300,8 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
         from .sanity import check_gradient_masking
 
         flags += check_gradient_masking(network, batches[:2], task=task, eps=float(absolute.mean()), device=device)
+    if corruptions:
+        part["corruptions"] = _corruptions(network, batches, task, seed, reference_row)
     metadata = data["metadata"]
     return {
         "protocol": version, "budget": budget, "task": task,
@@ -276,7 +309,7 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
         "bundle": {"name": metadata.get("name") or data["root"].name, "version": metadata.get("version"),
                    "path": str(data["root"]), "config_files": data["files"], "inferer": data["inferer"]},
         "weights": {"file": data["checkpoint"], "sha256": file_sha256(data["checkpoint"])},
-        "dataset": {"num_samples": n, "fingerprint": dataset_fingerprint(batches), "num_classes": data["num_classes"]},
+        "dataset": {"num_samples": n, "fingerprint": fingerprint, "num_classes": data["num_classes"]},
         "eps": eps, "eps_units": eps_units,
         "eps_absolute": {"mean": float(absolute.mean()), "min": float(absolute.min()), "max": float(absolute.max())},
         "value_range": list(value_range) if isinstance(value_range, (list, tuple)) else value_range,
@@ -308,6 +341,29 @@ def _results_lines(row: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _corruption_lines(part: Mapping[str, Any] | None) -> list[str]:
+    if not part:
+        return []
+    table, summary = part["table"], part["summary"]
+    severities = table["severities"]
+    ref = part.get("reference")
+    lines = ["", f"## Natural corruptions (error = 1 - {table['metric']}; clean error {table['clean_error']:.4f})", "",
+             "| corruption | " + " | ".join(f"s{s}" for s in severities) + " | mean | CE |",
+             "|---|" + "---|" * (len(severities) + 2)]
+    for name, errors in table["errors"].items():
+        ce = (summary.get("ce") or {}).get(name)
+        lines.append(f"| {name} | " + " | ".join(f"{e:.4f}" for e in errors) +
+                     f" | {summary['mean_error'][name]:.4f} | {'' if ce is None else f'{ce:.3f}'} |")
+    if ref is not None and summary.get("mce") is not None:
+        rel = summary.get("relative_mce")
+        lines += ["", f"mCE {summary['mce']:.3f}" + (f", relative mCE {rel:.3f}" if rel is not None else "") +
+                  f" (normalised by {ref['name']}, weights `{str(ref['weights'])[:12]}`)."]
+    else:
+        lines += ["", f"Mean corruption error {summary['average_error']:.4f} (no reference model: mCE needs "
+                  "`--reference` a row of a reference model on the same data)."]
+    return lines
+
+
 def _report(row: Mapping[str, Any]) -> str:
     lines = [f"# Benchmark: {row['name']}", "",
              f"Protocol {row['protocol']} ({row['budget']} budget, {row.get('task', 'classification')}), eps "
@@ -315,6 +371,7 @@ def _report(row: Mapping[str, Any]) -> str:
              f"{row['dataset']['num_samples']} test samples of {row['bundle']['name']} "
              f"{row['bundle']['version'] or ''}".rstrip() + ".", ""]
     lines += _results_lines(row)
+    lines += _corruption_lines(row.get("corruptions"))
     plot = (row.get("plots") or [None])[0]
     lines += ["", f"![the metric after each attack]({plot})"] if plot else []
     lines += ["", "## Flags", ""] + ([f"- {f}" for f in row["flags"]] or ["none"])

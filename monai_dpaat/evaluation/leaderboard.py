@@ -28,7 +28,9 @@ __all__ = ["COLUMNS", "row_metric", "dataset_fingerprint", "file_sha256", "merge
 COLUMNS = (("model", ("name",)), ("bundle", ("bundle", "name")), ("version", ("bundle", "version")),
            ("protocol", ("protocol",)), ("budget", ("budget",)), ("eps", ("eps",)), ("units", ("eps_units",)),
            ("samples", ("dataset", "num_samples")), ("metric", ("metric",)), ("clean", ("clean",)),
-           ("robust", ("robust",)), ("flags", ("flags",)), ("weights", ("weights", "sha256")))
+           ("robust", ("robust",)), ("mCE", ("corruptions", "summary", "mce")),
+           ("corruption error", ("corruptions", "summary", "average_error")), ("flags", ("flags",)),
+           ("weights", ("weights", "sha256")))
 
 
 def row_metric(row: Mapping[str, Any]) -> str:
