@@ -2,10 +2,10 @@
 torchattacks' AutoAttack on the same model and data. Prints ratios measured in this run.
 
 1. HAM10000 mel vs nv (real images, 32 x 32), a small CNN adversarially trained here (PGD-3 AT, so many samples stay
-   robust: the case where a cascade saves least): protocol v1 as a cascade and with every attack on every
+   robust: the case where a cascade saves least): protocol v2 (the default) as a cascade and with every attack on every
    clean-correct sample (``run_cascade(cascade=False)``), and torchattacks' APGD-CE + FAB-T + Square (its AutoAttack
    without APGD-T, which torchattacks cannot run below 4 classes).
-2. A 10-class MLP on random 3 x 8 x 8 inputs: protocol v1 against ``torchattacks.AutoAttack(version="standard")``.
+2. A 10-class MLP on random 3 x 8 x 8 inputs: protocol v2 against ``torchattacks.AutoAttack(version="standard")``.
 
     python benchmarks/protocol.py ../shared/data            # standard budget (a few minutes on 2 cores)
     python benchmarks/protocol.py ../shared/data --quick    # the quick budget, under a minute

@@ -760,7 +760,8 @@ def reproduce(*paper: str, scale: str = "smoke", output_dir: str = "docs/results
 def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/255", eps_units: str = "range",
               budget: str = "standard", output_dir: str = "benchmark", device: str = "cpu", limit: int | None = None,
               name: str | None = None, seed: int = 0, check_masking: bool = True, hd95: bool = True,
-              corruptions: bool = True, reference: str | None = None, **overrides: Any) -> None:
+              corruptions: bool = True, reference: str | None = None, protocol: str = "v2",
+              **overrides: Any) -> None:
     """Run the benchmark protocol (docs/benchmark.md) on a bundle's evaluation: OUT/leaderboard.json and report.md.
     Classification networks ((N, K) outputs) get the AutoAttack-style cascade, segmentation networks the worst case
     by Dice over SegPGD, CosPGD, APGD and a black-box Square, through the bundle's validate#inferer.
@@ -785,6 +786,8 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
         hd95: HD95 under attack (segmentation; --nohd95 skips the slowest metric).
         corruptions: the natural-corruption table (5 severities each; --nocorruptions skips it).
         reference: a reference model's leaderboard.json (same test data) to normalise the mCE by.
+        protocol: the protocol version (v2: APGD-CE, APGD-T, FMN-T, Square and the segmentation protocol; v1: the
+            classification cascade without FMN-T).
     """
     from monai.bundle import ConfigParser
 
@@ -810,6 +813,7 @@ def benchmark(bundle: str | None = None, config_file: Any = None, eps: Any = "8/
     _check_bundle_keys(files, overrides, {})
     try:
         row = benchmark_bundle(bundle, config_file, eps=eps_list[0], eps_units=eps_units, budget=budget,
+                               version=str(protocol),
                                device=dev, max_samples=limit, name=name, seed=seed, check_masking=check_masking,
                                overrides=overrides, hd95=hd95, corruptions=corruptions, reference=reference)
     except (ValueError, FileNotFoundError) as err:

@@ -46,7 +46,7 @@ def test_ham_bundle_row_is_complete_and_consistent(ham_bundle, tmp_path, capsys)
     assert _benchmark(root, tmp_path / "row", flags) == 0
     row = json.loads((tmp_path / "row" / "leaderboard.json").read_text())
     n = row["dataset"]["num_samples"]
-    assert n == 32 and row["protocol"] == "v1" and row["budget"] == "quick"
+    assert n == 32 and row["protocol"] == "v2" and row["budget"] == "quick"
     assert row["bundle"]["name"] and row["bundle"]["version"] == json.loads(
         (root / "configs" / "metadata.json").read_text())["version"]
     assert row["weights"]["sha256"] == file_sha256(root / "models" / "model.pt")
@@ -55,7 +55,7 @@ def test_ham_bundle_row_is_complete_and_consistent(ham_bundle, tmp_path, capsys)
     assert 0 < row["eps_absolute"]["min"] <= row["eps_absolute"]["max"] <= 8 / 255  # images in [0, 1]
     assert 0.5 < row["clean_accuracy"] and row["robust_accuracy"] < row["clean_accuracy"]
     broken = round(n * (row["clean_accuracy"] - row["robust_accuracy"]))
-    assert sum(row["breaks"].values()) == broken and list(row["breaks"]) == ["APGD-CE", "APGD-T", "Square"]
+    assert sum(row["breaks"].values()) == broken and list(row["breaks"]) == ["APGD-CE", "APGD-T", "FMN-T", "Square"]
     assert {"torch", "monai", "monai_dpaat", "python"} <= set(row["versions"]) and row["device"] == "cpu"
     assert row["wall_seconds"] > 0 and isinstance(row["flags"], list)
     assert row["plots"] == ["cascade.png"]

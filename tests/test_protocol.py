@@ -5,7 +5,8 @@ cannot run its APGD-T below 4 classes: there the comparison is with torchattacks
 APGD-CE, FAB-T and Square, at their standard counts), and on a 10-class network no higher than
 ``AutoAttack(version="standard")`` itself. Bookkeeping: every break is counted once, by the first attack that found
 it, and each attack runs only on what the earlier ones left. Masking: on a network whose gradient is zero (its input
-is quantised), both APGD runs break nothing and Square breaks what they missed, the flag the protocol raises."""
+is quantised), the gradient attacks (both APGD runs, FMN-T) break nothing and Square breaks what they missed, the flag
+the protocol raises."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_each_break_is_counted_once_by_the_first_attack(ham):
     for label in labels:
         assert result.broken_by.count(label) == result.breaks[label]
     assert result.broken_by.count(None) == len(y) - sum(result.breaks.values())
-    assert len(lines) == 3 and lines[0].startswith("APGD-CE batch 1/1: ") and " robust" in lines[0]
+    assert len(lines) == len(labels) == 4 and lines[0].startswith("APGD-CE batch 1/1: ") and " robust" in lines[0]
     full = run_cascade(net, [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)), cascade=False)
     assert all(n == correct for n in full.attacked.values())  # without the cascade: every attack on every sample
     assert sum(full.attacked.values()) > sum(result.attacked.values())
@@ -80,15 +81,17 @@ def test_square_breaks_a_gradient_masked_network(ham):
             return self.inner(torch.round(images * 16) / 16)
 
     result = run_cascade(Quantised(net), [(x, y)], classification_protocol(EPS, budget="quick", value_range=(0, 1)))
-    assert result.breaks["APGD-CE"] == result.breaks["APGD-T"] == 0
+    assert result.breaks["APGD-CE"] == result.breaks["APGD-T"] == result.breaks["FMN-T"] == 0
     assert result.breaks["Square"] > 0
 
 
 def test_protocol_definitions_and_refusals():
     attacks = classification_protocol(EPS)
-    assert list(attacks) == ["APGD-CE", "APGD-T", "Square"]
-    assert [a.steps for a in attacks.values()] == [100, 100, 5000]  # AutoAttack's counts
-    assert attacks["APGD-T"].n_target_classes == 9 and set(PROTOCOLS["v1"]) == {"standard", "quick"}
+    assert list(attacks) == ["APGD-CE", "APGD-T", "FMN-T", "Square"]
+    assert [a.steps for a in attacks.values()] == [100, 100, 100, 5000]  # AutoAttack's counts (FAB-T's for FMN-T)
+    assert attacks["APGD-T"].n_target_classes == attacks["FMN-T"].n_target_classes == 9
+    assert set(PROTOCOLS["v1"]) == set(PROTOCOLS["v2"]) == {"standard", "quick"}
+    assert list(classification_protocol(EPS, version="v1")) == ["APGD-CE", "APGD-T", "Square"]  # v1 rows stay as run
     with pytest.raises(ValueError, match="unknown protocol version 'v9'"):
         classification_protocol(EPS, version="v9")
     with pytest.raises(ValueError, match="budget must be one of"):

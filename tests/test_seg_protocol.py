@@ -140,7 +140,7 @@ class _Quantised(torch.nn.Module):
 def test_black_box_beating_every_gradient_attack_is_flagged(nuclei):
     net, x, y = nuclei
     masked = _Quantised(net).eval()
-    part, flags, n = _segmentation_results(masked, [(x, y)], 16 / 255, "absolute", "v1", "quick", "data", 0, False,
+    part, flags, n = _segmentation_results(masked, [(x, y)], 16 / 255, "absolute", "v2", "quick", "data", 0, False,
                                            "cpu", False)
     gradient = min(part["per_attack"][k]["dice"] for k in ("SegPGD", "CosPGD", "APGD-seg"))
     assert part["per_attack"]["Square-seg"]["dice"] < gradient and n == 2
@@ -148,7 +148,7 @@ def test_black_box_beating_every_gradient_attack_is_flagged(nuclei):
 
 
 def test_protocol_table_and_bad_input():
-    assert set(SEGMENTATION_PROTOCOLS["v1"]) == {"standard", "quick"}
+    assert set(SEGMENTATION_PROTOCOLS["v2"]) == {"standard", "quick"}
     standard = segmentation_protocol(EPS)
     assert [a.steps for a in standard.values()] == [100, 100, 100, 5000]
     assert standard["SegPGD"].alpha == pytest.approx(2.5 * EPS / 100)
@@ -156,6 +156,8 @@ def test_protocol_table_and_bad_input():
         segmentation_protocol(EPS, budget="fast")
     with pytest.raises(ValueError, match="unknown protocol version"):
         segmentation_protocol(EPS, version="v0")
+    with pytest.raises(ValueError, match="protocol 'v1' has no segmentation part; segmentation starts at v2"):
+        segmentation_protocol(EPS, version="v1")
     with pytest.raises(ValueError, match="loss must be 'ce'"):
         APGDSeg(loss="dlr")
 

@@ -50,12 +50,14 @@ from .square import Square  # noqa: E402
 register_attack("square", Square, aliases=("square-attack",))
 from .apgd_seg import APGDSeg  # noqa: E402
 from .dense_square import DenseSquare  # noqa: E402
+from .fmn import FMN  # noqa: E402
 
 register_attack("apgd-seg", APGDSeg, aliases=("apgdseg",))
 register_attack("dense-square", DenseSquare, aliases=("square-seg",))
+register_attack("fmn", FMN, aliases=("fmn-t", "fast-minimum-norm"))
 from .adversary import TRAINING_ADVERSARIES, training_adversary  # noqa: E402
 
 register_attack("segpgd", SegPGD, aliases=("seg-pgd",))
 register_attack("cospgd", CosPGD, aliases=("cos-pgd",))
-__all__ += ["APGD", "APGDDLR", "APGDT", "APGDSeg", "DenseSquare", "Square", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
+__all__ += ["APGD", "APGDDLR", "APGDT", "APGDSeg", "DenseSquare", "FMN", "Square", "dlr_loss", "CosPGD", "DenseAttack", "SegPGD", "TRAINING_ADVERSARIES",
             "training_adversary"]

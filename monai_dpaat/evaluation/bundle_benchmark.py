@@ -30,7 +30,7 @@ from monai_dpaat.networks.inferer_network import InfererNetwork
 from monai_dpaat.utils import bundle_config_files, load_weights, read_checkpoint
 
 from .leaderboard import dataset_fingerprint, file_sha256, versions
-from .protocol import classification_protocol, run_cascade, segmentation_protocol
+from .protocol import DEFAULT_PROTOCOL, classification_protocol, run_cascade, segmentation_protocol
 from .report import atomic_write_text
 
 __all__ = ["EPS_UNITS", "benchmark_bundle", "load_bundle_evaluation", "write_row"]
@@ -200,7 +200,7 @@ def _classification_results(network, batches, eps, eps_units, version, budget, v
         result = run_cascade(network, batches, attacks, progress=advance)
     flags = []
     if result.breaks.get("Square", 0) > 0:
-        flags.append(f"Square (black-box) broke {result.breaks['Square']} sample(s) both APGD runs failed on: "
+        flags.append(f"Square (black-box) broke {result.breaks['Square']} sample(s) every gradient attack failed on: "
                      "gradient masking")
     part = {"metric": "accuracy", "clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
             "attacks": {label: attack.config() for label, attack in attacks.items()},
@@ -266,7 +266,7 @@ def _corruptions(network, batches, task, seed, reference: Mapping[str, Any] | No
 
 
 def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255, eps_units: str = "range",
-                     budget: str = "standard", version: str = "v1", value_range: Any = "data",
+                     budget: str = "standard", version: str = DEFAULT_PROTOCOL, value_range: Any = "data",
                      device: Any = "cpu", max_samples: int | None = None, name: str | None = None, seed: int = 0,
                      check_masking: bool = True, overrides: Mapping[str, Any] | None = None,
                      progress: bool = True, hd95: bool = True, corruptions: bool = True,
@@ -280,10 +280,11 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
     _check_eps(eps, eps_units)
     reference_row = _reference(reference) if corruptions and reference is not None else None
     classification_protocol(eps, version, budget, value_range, seed)  # an unknown version/budget: named up front
-    segmentation_protocol(eps, version, budget, value_range, seed)
     start = time.perf_counter()
     data = load_bundle_evaluation(bundle, config_file, overrides, device, max_samples)
     network, batches, task = data["network"], data["batches"], data["task"]
+    if task == "segmentation":
+        segmentation_protocol(eps, version, budget, value_range, seed)  # v1 has none: named before any attack
     fingerprint = dataset_fingerprint(batches)
     if reference_row is not None and reference_row.get("dataset", {}).get("fingerprint") != fingerprint:
         raise ValueError(f"the reference row {reference_row.get('name')!r} was measured on other test data (its "
