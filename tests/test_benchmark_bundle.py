@@ -15,7 +15,7 @@ import torch
 from monai_dpaat.cli import main
 from monai_dpaat.evaluation.leaderboard import file_sha256
 from monai_dpaat.utils import bundle_config_files, run_bundle
-from model_zoo_bundles import CLASSIFICATION, prepare_bundle, run_bundle as run_zoo_bundle
+from model_zoo_bundles import CLASSIFICATION, SEGMENTATION, prepare_bundle, run_bundle as run_zoo_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 HAM = "ham10000_dpaat_classification"
@@ -116,6 +116,43 @@ def test_model_zoo_bundle_row(tmp_path):
     assert row["bundle"]["name"] == json.loads((bundle / "configs" / "metadata.json").read_text())["name"]
     assert row["dataset"]["num_samples"] == 2 and row["dataset"]["num_classes"] == 2
     assert row["weights"]["sha256"] == file_sha256(bundle / "models" / "model.pt")
+
+
+def test_model_zoo_segmentation_bundle_row(tmp_path):
+    """The Zoo's endoscopic_tool_segmentation (its own training, on the Zoo CI's dummy data): a segmentation row."""
+    bundle, overrides = prepare_bundle(SEGMENTATION, tmp_path)
+    rc, out = run_zoo_bundle(bundle, ["configs/train.json"], overrides)
+    assert rc == 0, out[-3000:]
+    args = ["benchmark", "--bundle", str(bundle), "--budget", "quick", "--output_dir", str(tmp_path / "row"),
+            "--nocheck_masking", "--limit", "2"]
+    for key, value in overrides.items():
+        if key not in ("bundle_root", "device"):
+            args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    assert main(args) == 0
+    row = json.loads((tmp_path / "row" / "leaderboard.json").read_text())
+    assert row["task"] == "segmentation" and row["dataset"]["num_samples"] == 2
+    assert row["bundle"]["name"] == json.loads((bundle / "configs" / "metadata.json").read_text())["name"]
+    assert row["bundle"]["inferer"] == "SimpleInferer" and list(row["per_attack"])[-1] == "Square-seg"
+    assert row["robust_dice"] <= min(m["dice"] for m in row["per_attack"].values()) + 1e-9
+    assert "corruptions" in row and row["corruptions"]["table"]["metric"] == "dice"
+
+
+def test_brats_bundle_row_3d(tmp_path, data_dir):
+    """The BraTS bundle (3D, z-scored MRI, sliding window) after its quick STD training: the row's budget is in the
+    images' range units and its corruptions are the MRI ones."""
+    name = "brats_adversarial_segmentation_3d"
+    root = tmp_path / name
+    shutil.copytree(ROOT / "bundles" / name, root, ignore=shutil.ignore_patterns("models", "eval", "__pycache__"))
+    flags = {"dataset_dir": str(data_dir / "brats2013")}
+    run_bundle(bundle_config_files(root, ("train.json", "methods/std.json", "quick.json")),
+               {"bundle_root": str(root), "device": "$torch.device('cpu')", **flags})
+    assert _benchmark(root, tmp_path / "row", flags, "--limit", "1", "--nocheck_masking") == 0
+    row = json.loads((tmp_path / "row" / "leaderboard.json").read_text())
+    assert row["task"] == "segmentation" and row["bundle"]["inferer"] == "SlidingWindowInferer"
+    assert row["eps_absolute"]["mean"] > 8 / 255  # z-scored: 8/255 of a range of several units
+    assert set(row["corruptions"]["table"]["errors"]) >= {"rician_noise", "gibbs", "kspace_spike", "motion_ghosting"}
+    assert "jpeg" not in row["corruptions"]["table"]["errors"]
+    assert row["robust_dice"] <= row["clean_dice"]
 
 
 def _refused(args: list[str], out: Path, capsys, match: str) -> None:

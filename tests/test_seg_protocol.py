@@ -162,7 +162,7 @@ def test_protocol_table_and_bad_input():
         APGDSeg(loss="dlr")
 
 
-def test_labels_and_outputs_that_fit_no_task_are_named():
+def test_labels_and_outputs_that_fit_no_task_are_named(caplog):
     from monai_dpaat.evaluation.bundle_benchmark import _label_maps, _task_of
 
     x = torch.zeros(2, 3, 8, 8)
@@ -172,8 +172,10 @@ def test_labels_and_outputs_that_fit_no_task_are_named():
         _label_maps(torch.zeros(2, 1, 4, 4), x, 2, "here")
     with pytest.raises(ValueError, match=r"here: label values \[0, 3\] are outside \[0, 1\]"):
         _label_maps(torch.tensor([0, 3]).repeat_interleave(64).reshape(2, 1, 8, 8), x, 2, "here")
-    with pytest.raises(ValueError, match="non-integer"):
-        _label_maps(torch.full((2, 1, 8, 8), 0.5), x, 2, "here")
+    jpeg_like = torch.tensor([0.0, 0.02, 0.97, 1.0]).repeat(32).reshape(2, 1, 8, 8)  # a compressed mask in [0, 1]
+    with caplog.at_level("WARNING"):
+        assert torch.equal(_label_maps(jpeg_like, x, 2, "here"), jpeg_like.round().long())
+    assert "here: 64 of 128 label values are not class indices" in caplog.text
     assert _task_of(torch.zeros(1, 4), "b") == ("classification", 4)
     assert _task_of([torch.zeros(1, 3, 8, 8, 8)], "b") == ("segmentation", 3)  # deep supervision: the first
     with pytest.raises(ValueError, match=r"'b' outputs shape \(1, 2, 5\)"):

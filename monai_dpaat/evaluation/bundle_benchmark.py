@@ -85,7 +85,10 @@ def _label_maps(labels: Any, x: torch.Tensor, k: int, where: str) -> torch.Tenso
         raise ValueError(f"{where}: labels of shape {tuple(torch.as_tensor(labels).shape)} do not fit images "
                          f"{tuple(x.shape)} (expected label maps (N, 1, *spatial) or one-hot (N, K, *spatial))")
     if t.is_floating_point() and not torch.equal(t, t.round()):
-        raise ValueError(f"{where}: segmentation labels must be class indices, got non-integer values")
+        # e.g. a JPEG mask scaled to [0, 1]: rounded, the rule of conventions.label_map, and said
+        odd = int((t != t.round()).sum())
+        logger.warning("%s: %d of %d label values are not class indices (e.g. a compressed mask rescaled to [0, 1]);"
+                       " rounded to the nearest class", where, odd, t.numel())
     t = t.round().long()
     top = max(k - 1, 1)
     if t.numel() and (t.min() < 0 or t.max() > top):
