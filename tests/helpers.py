@@ -37,14 +37,24 @@ def tiny_cnn(out=2, dims=2):
     )
 
 
-def trained_ham_cnn(data_dir):
-    """A tiny CNN trained briefly (20 epochs of Adam on 192 real images; about 75% held-out accuracy)."""
+def ten_class_mlp():
+    """``(net, x, y)``: a random 10-class MLP on 32 random 3x8x8 inputs, labelled by its own predictions."""
     torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return net, x, y
+
+
+def trained_ham_cnn(data_dir, epochs=20, seed=0):
+    """A tiny CNN trained briefly (``epochs`` of Adam on 192 real images; 20 epochs: about 75% held-out accuracy)."""
+    torch.manual_seed(seed)
     net = tiny_cnn()
     x, y = load_ham(data_dir, 96)
     opt = torch.optim.Adam(net.parameters(), 5e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 32):
             idx = perm[i:i + 32]

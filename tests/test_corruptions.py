@@ -270,21 +270,10 @@ def test_corruption_table_segmentation_on_brats(brats):
 def _weaker_cnn(data_dir):
     """The helper's tiny CNN trained 4 epochs instead of 20, from another seed: the reference model (about 60%
     held-out accuracy, like AlexNet's role in ImageNet-C)."""
-    from helpers import load_ham, tiny_cnn
+    from helpers import trained_ham_cnn
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        net = tiny_cnn()
-        x, y = load_ham(data_dir, 96)
-        opt = torch.optim.Adam(net.parameters(), 5e-3)
-        g = torch.Generator().manual_seed(1)
-        for _ in range(4):
-            perm = torch.randperm(len(x), generator=g)
-            for i in range(0, len(x), 32):
-                opt.zero_grad()
-                nn.functional.cross_entropy(net(x[perm[i:i + 32]]), y[perm[i:i + 32]]).backward()
-                opt.step()
-    return net.eval()
+        return trained_ham_cnn(data_dir, epochs=4, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import accuracy
+from helpers import accuracy, ten_class_mlp
 from monai_dpaat.attacks import FMN
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -24,12 +24,7 @@ def test_no_weaker_than_torchattacks_fab_t_on_real_images(ham, eps):
 
 
 def test_no_weaker_than_fab_t_on_ten_classes():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 10)).eval()
-    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    net, x, y = ten_class_mlp()
     eps = 0.01
     fab = torchattacks.FAB(net, norm="Linf", eps=eps, steps=100, multi_targeted=True, n_classes=10, seed=0)(x, y)
     ours = FMN(eps=eps, steps=100, value_range=(0, 1))(net, x, y)

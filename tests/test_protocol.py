@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import accuracy
+from helpers import accuracy, ten_class_mlp
 from monai_dpaat.evaluation.protocol import PROTOCOLS, classification_protocol, run_cascade
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -36,12 +36,7 @@ def test_quick_protocol_is_no_weaker_than_torchattacks_at_the_same_counts(ham):
 
 
 def test_protocol_is_no_weaker_than_autoattack_standard_on_ten_classes():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 32), torch.nn.ReLU(),
-                              torch.nn.Linear(32, 10)).eval()
-    x = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    net, x, y = ten_class_mlp()
     eps = 0.01
     shipped = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
     published = torchattacks.MultiAttack([  # AutoAttack at its paper's counts (torchattacks ships 10 iterations)

@@ -194,27 +194,32 @@ def plot_segmentation_protocol(row: Mapping[str, Any], path: str | os.PathLike) 
     return save_figure(figure_segmentation_protocol(row), path)
 
 
-def figure_segmentation_protocol(row: Mapping[str, Any]) -> Any:
-    """The figure of :func:`plot_segmentation_protocol` (a :mod:`~monai_dpaat.evaluation.bundle_benchmark` row)."""
-    if not row["dataset"]["num_samples"]:
-        raise ValueError("the row has no samples: nothing to plot")
-    labels = ["clean", *row["per_attack"], "worst case"]
-    values = [row["clean"]["dice"], *(m["dice"] for m in row["per_attack"].values()), row["robust"]["dice"]]
+def _row_bars(row: Mapping[str, Any], labels: list[str], values: list[float], colors: list[str], ylabel: str) -> Any:
+    """A benchmark row's bar chart: one bar per stage (values in [0, 1], shown in %), titled with its protocol."""
     fig = _figure(max(5.0, 1.1 * len(labels) + 1.5), 3.8)
     ax = fig.add_subplot(1, 1, 1)
-    colors = ["tab:gray"] + ["tab:red"] * (len(labels) - 2) + ["black"]
     bars = ax.bar(range(len(labels)), [100 * v for v in values], color=colors)
     for bar, value in zip(bars, values):
         ax.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                     va="bottom", fontsize=8)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("Mean Dice (%)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 105)
     ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}),\n"
                  f"eps {row['eps']:.4g} {row['eps_units']}", fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
     return fig
+
+
+def figure_segmentation_protocol(row: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_segmentation_protocol` (a :mod:`~monai_dpaat.evaluation.bundle_benchmark` row)."""
+    if not row["dataset"]["num_samples"]:
+        raise ValueError("the row has no samples: nothing to plot")
+    labels = ["clean", *row["per_attack"], "worst case"]
+    values = [row["clean"]["dice"], *(m["dice"] for m in row["per_attack"].values()), row["robust"]["dice"]]
+    return _row_bars(row, labels, values, ["tab:gray"] + ["tab:red"] * (len(labels) - 2) + ["black"],
+                     "Mean Dice (%)")
 
 
 def figure_cascade(row: Mapping[str, Any]) -> Any:
@@ -226,18 +231,4 @@ def figure_cascade(row: Mapping[str, Any]) -> Any:
     for attack, broke in row["breaks"].items():
         labels.append(f"+ {attack}")
         values.append(values[-1] - broke / n)
-    fig = _figure(max(5.0, 1.1 * len(labels) + 1.5), 3.8)
-    ax = fig.add_subplot(1, 1, 1)
-    colors = ["tab:gray"] + ["tab:red"] * (len(labels) - 1)
-    bars = ax.bar(range(len(labels)), [100 * v for v in values], color=colors)
-    for bar, value in zip(bars, values):
-        ax.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                    va="bottom", fontsize=8)
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("Accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"{row['name']}: protocol {row['protocol']} ({row['budget']}), "
-                 f"eps {row['eps']:.4g} {row['eps_units']}", fontsize=9)
-    ax.grid(True, axis="y", alpha=0.3)
-    return fig
+    return _row_bars(row, labels, values, ["tab:gray"] + ["tab:red"] * (len(labels) - 1), "Accuracy (%)")
