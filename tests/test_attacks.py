@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.losses import DiceCELoss, DiceLoss
 
-from monai_dpaat.attacks import APGD, ATTACKS, PGD, DIFGSM, TIFGSM, Square, build_attack, register_attack
+from monai_dpaat.attacks import (APGD, ATTACKS, DIFGSM, FMN, PGD, TIFGSM, APGDSeg, DenseSquare, Square, build_attack,
+                                 register_attack)
 from monai_dpaat.attacks.transforms import gaussian_smooth, input_diversity
 
 
@@ -160,26 +161,38 @@ def assert_in_ball(attack, adv, x, eps, alpha=None) -> None:
 
 
 def run_and_searched(attack, net, x, y, **call_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(returned batch, searched batch)``. For every attack but APGD and Square both are its output. APGD (and
-    Square, the same way) returns a sample
-    moved only where it fooled the network and the clean input otherwise (as the reference implementation,
-    auto-attack / torchattacks), so the claims about its search (it moves samples, reaches the clamp, raises
-    the loss) are checked on the highest-loss point its first run reached per sample, and the returned batch
-    is checked to follow that rule: misclassified by the run, or exactly clean."""
-    if not isinstance(attack, (APGD, Square)):
+    """``(returned batch, searched batch)``. For most attacks both are its output. APGD (and Square, the same way)
+    returns a sample moved only where it fooled the network and the clean input otherwise (as the reference
+    implementation, auto-attack / torchattacks), and FMN only where the smallest adversarial point it found is
+    within eps, so the claims about their search (it moves samples, reaches the clamp, raises the loss) are checked
+    on what their first run reached per sample (APGD: the highest-loss point; Square: the best point; FMN: the last
+    iterate), and the returned batch is checked to follow the rule: fooled by the run, or exactly clean. APGDSeg
+    returns its lowest-Dice point (``tests/test_seg_protocol.py``): its search is its highest-loss point; DenseSquare
+    returns its best point: both of its batches are its output."""
+    if isinstance(attack, DenseSquare) or not isinstance(attack, (APGD, Square, FMN)):
         adv = attack(net, x, y, **call_kwargs)
         return adv, adv
-    runs, run = [], attack.attack_single_run  # record what each run returns (the attack itself is unchanged)
-    attack.attack_single_run = lambda *args, **kw: runs.append((args[1], run(*args, **kw))) or runs[-1][1]
+    method = "min_norm_run" if isinstance(attack, FMN) else "attack_single_run"
+    runs, run = [], getattr(attack, method)  # record what each run returns (the attack itself is unchanged)
+    setattr(attack, method, lambda *args, **kw: runs.append((args[1], run(*args, **kw))) or runs[-1][1])
     try:
         adv = attack(net, x, y, **call_kwargs)
     finally:
-        del attack.attack_single_run
+        delattr(attack, method)
     searched = adv.clone()
+    if not runs:  # FMN: every sample was misclassified already
+        return adv, searched
     run_x, result = runs[0]
     rows = [next(i for i in range(len(x)) if torch.equal(x[i], r)) for r in run_x]  # which samples it ran on
+    if isinstance(attack, APGDSeg):
+        searched[rows] = result[0]
+        return adv, searched
     if isinstance(attack, APGD):
         x_best, fooled = result[0], result[1]
+    elif isinstance(attack, FMN):  # fooled within budget: the smallest norm found is within eps
+        x_best = result[2]
+        eps = torch.as_tensor(call_kwargs.get("eps", attack.eps), dtype=torch.float32).expand(len(x))
+        fooled = result[0] <= eps[rows] * (1 + 1e-6)
     else:  # Square: (queries, best point); fooled where the best point is misclassified
         x_best = result[1]
         with torch.no_grad():
@@ -219,7 +232,8 @@ def test_invariants_per_sample_eps(name, key):
     assert bool((adv.flatten(1).amin(1) >= lo).all() and (adv.flatten(1).amax(1) <= hi).all())
     if attack.uses_gradient:  # classification targets are the clean predictions, so APGD searches them too
         # APGD: on its search points (it returns never-fooled samples clean, as the reference implementation)
-        assert_in_ball(attack, searched, x, eps, alpha=eps / 4)
+        if not getattr(attack, "minimum_norm", False):  # FMN searches beyond eps for the smallest adversarial norm
+            assert_in_ball(attack, searched, x, eps, alpha=eps / 4)
         moved = perturbation_size(attack, searched, x)[1:]
         assert bool((moved > 0).all()), f"{name} left samples with eps > 0 unperturbed: sizes {moved.tolist()}"
 

@@ -84,7 +84,9 @@ class APGDSeg(APGD):
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
         with torch.no_grad():
-            best = per_sample_dice(self.logits_of(network(x)), y)
+            clean = self.logits_of(network(x))
+            pixel_terms(clean, y, self.activation)  # targets that do not fit the output: named before any step
+            best = per_sample_dice(clean, y)
         adv = x.clone()
         every = torch.arange(x.shape[0], device=x.device)
         for _ in range(self.n_restarts):

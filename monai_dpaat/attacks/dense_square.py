@@ -16,7 +16,7 @@ from monai.losses import DiceLoss
 
 from monai_dpaat.conventions import label_map, per_sample_dice
 
-from .segpgd import _dense_output
+from .segpgd import _dense_output, pixel_terms
 from .square import Square
 
 __all__ = ["DenseSquare"]
@@ -63,6 +63,7 @@ class DenseSquare(Square):
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
         with torch.no_grad():
+            pixel_terms(_dense_output(network(x)), y)  # targets that do not fit the output: named before any query
             queries, adv = self.attack_single_run(network, x, y, eps, lo, hi)
         self.queries = queries
         return adv

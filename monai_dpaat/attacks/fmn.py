@@ -57,6 +57,9 @@ class FMN(Attack):
     """
 
     tasks = ("classification",)
+    #: its search is not bounded by ``eps`` (the radius moves to find the smallest adversarial norm); only the points
+    #: it returns are
+    minimum_norm = True
 
     def __init__(self, eps=8 / 255, steps: int = 100, n_target_classes: int = 9, targeted: bool = True,
                  alpha_init: float = 1.0, alpha_final: float | None = None, gamma_init: float = 0.05,
@@ -82,9 +85,10 @@ class FMN(Attack):
         return (f"FMN(eps={self.eps!r}, steps={self.steps}, targeted={self.targeted}, "
                 f"n_target_classes={self.n_target_classes})")
 
-    def min_norm_run(self, network, x, labels, targeted: bool, lo, hi) -> tuple[torch.Tensor, torch.Tensor]:
-        """One FMN run on ``x`` ``(n, C, *spatial)``: ``(smallest adversarial L-inf norm (n,), its point)``, the
-        norm inf (and the point clean) where none was found. ``labels`` are the targets when ``targeted``."""
+    def min_norm_run(self, network, x, labels, targeted: bool, lo, hi):
+        """One FMN run on ``x`` ``(n, C, *spatial)``: ``(smallest adversarial L-inf norm (n,), its point, the last
+        iterate)``, the norm inf (and the point clean) where none was found. ``labels`` are the targets when
+        ``targeted``."""
         n = x.shape[0]
         view = (n, *([1] * (x.ndim - 1)))
         width = intensity_range(x).reshape(n).clamp_min(1e-12)
@@ -122,7 +126,7 @@ class FMN(Attack):
             delta = delta + step.reshape(view) * g
             delta = torch.maximum(torch.minimum(delta, radius.reshape(view)), -radius.reshape(view))
             delta = self.clamp(x + delta, lo, hi) - x
-        return best_norm, best_adv
+        return best_norm, best_adv, (x + delta).detach()
 
     def perturb(self, network, x, y, eps, alpha, lo, hi) -> torch.Tensor:
         with torch.no_grad():
@@ -140,8 +144,8 @@ class FMN(Attack):
             if todo.numel() == 0:
                 break
             labels = y[todo] if rank is None else ranked[todo, -rank]
-            norm, point = self.min_norm_run(network, x[todo], labels, rank is not None, _take(lo, todo),
-                                            _take(hi, todo))
+            norm, point, _ = self.min_norm_run(network, x[todo], labels, rank is not None, _take(lo, todo),
+                                               _take(hi, todo))
             norms[todo] = torch.minimum(norms[todo], norm)
             ok = norm <= budget[todo]
             adv[todo[ok]] = point[ok]
