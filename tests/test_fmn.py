@@ -14,9 +14,9 @@ from monai_dpaat.attacks import FMN
 torchattacks = pytest.importorskip("torchattacks")
 
 
-@pytest.mark.parametrize("eps", [2 / 255, 4 / 255])
-def test_no_weaker_than_torchattacks_fab_t_on_real_images(ham, eps):
+def test_no_weaker_than_torchattacks_fab_t_on_real_images(ham):
     net, x, y = ham
+    eps = 2 / 255
     ours = FMN(eps=eps, steps=100, value_range=(0, 1))(net, x, y)
     fab = torchattacks.FAB(net, norm="Linf", eps=eps, steps=100, multi_targeted=True, n_classes=2, seed=0)(x, y)
     assert accuracy(net, ours, y) < accuracy(net, x, y)  # it breaks real images ...
