@@ -101,7 +101,7 @@ def test_guard_refuses_bad_settings():
 CO_EPS = 32 / 255  # FGSM (no random start, step = eps) at this budget collapses on its own here; see the note below
 
 
-def _fgsm_run(data_dir, guard_kwargs=None, epochs=40, every=20):
+def _fgsm_run(data_dir, guard_kwargs=None, epochs=45, every=30):
     """FGSM AT from scratch, no random start, at 32/255, on 64 real HAM10000 images (32 px, batch 32) with a small
     MONAI ResNet (basic blocks, widths 16-128, CIFAR-style stem) and Adam 1e-3: 2 iterations per epoch. Every
     ``every`` iterations FGSM and PGD-10 accuracy on the training images are recorded (the signature of Wong et al.
@@ -120,11 +120,10 @@ def _fgsm_run(data_dir, guard_kwargs=None, epochs=40, every=20):
         iteration_update=iteration)
     guard = None
     if guard_kwargs is not None:
-        guard = CatastrophicOverfittingGuard(iteration, data=held, num_samples=64, multi_step=PGD(
-            eps=CO_EPS, alpha=CO_EPS / 4, steps=5, value_range=(0, 1)), **guard_kwargs)
+        guard = CatastrophicOverfittingGuard(iteration, data=held, num_samples=64, **guard_kwargs)
         guard.attach(trainer)
     fgsm = FGSM(eps=CO_EPS, value_range=(0, 1))
-    pgd = PGD(eps=CO_EPS, alpha=CO_EPS / 4, steps=5, value_range=(0, 1), generator=torch.Generator().manual_seed(0))
+    pgd = PGD(eps=CO_EPS, alpha=CO_EPS / 4, steps=10, value_range=(0, 1), generator=torch.Generator().manual_seed(0))
     records = []
 
     @trainer.on(Events.ITERATION_COMPLETED(every=every))
@@ -148,9 +147,9 @@ def test_guard_catches_a_run_that_overfits_catastrophically_by_itself(data_dir):
     # what the test saw when it was written: see the printed lines (pytest -s) and the issue 15 note
     print("unguarded:", [(r["iteration"], round(r["fgsm"], 3), round(r["pgd"], 3)) for r in plain])
     assert max(gaps[len(gaps) // 2:]) > 0.3 and gaps[-1] > 0.3, plain  # collapsed, and stays collapsed
-    assert plain[-1]["pgd"] < 0.25 and plain[-1]["fgsm"] > min(r["fgsm"] for r in plain) + 0.15, plain
+    assert plain[-1]["pgd"] < 0.25 and plain[-1]["fgsm"] > min(r["fgsm"] for r in plain) + 0.1, plain
 
-    guarded, guard = _fgsm_run(data_dir, {"interval": 10, "gap": 0.3, "recover_iterations": 40}, every=80)
+    guarded, guard = _fgsm_run(data_dir, {"interval": 10, "gap": 0.3, "recover_iterations": 40}, every=90)
     print("guarded:", [(r["iteration"], round(r["fgsm"], 3), round(r["pgd"], 3)) for r in guarded])
     print("checks:", [(c["iteration"], round(c["gap"], 3), c["collapsed"], c.get("restored_from"))
                       for c in guard.history])
