@@ -140,8 +140,8 @@ class _Quantised(torch.nn.Module):
 def test_black_box_beating_every_gradient_attack_is_flagged(nuclei):
     net, x, y = nuclei
     masked = _Quantised(net).eval()
-    part, flags, n = _segmentation_results(masked, [(x, y)], 16 / 255, "absolute", "v2", "quick", "data", 0, False,
-                                           "cpu", False)
+    part, flags, n = _segmentation_results(masked, [(x, y)], segmentation_protocol(16 / 255, budget="quick"), 0,
+                                           False, "cpu", False)
     gradient = min(part["per_attack"][k]["dice"] for k in ("SegPGD", "CosPGD", "APGD-seg"))
     assert part["per_attack"]["Square-seg"]["dice"] < gradient and n == 2
     assert any("Square-seg (black-box)" in f and "gradient masking" in f for f in flags), flags

@@ -187,9 +187,8 @@ def _with_units(attacks: dict[str, Any], eps_units: str) -> dict[str, Any]:
     return {label: with_eps_units(a, "range") for label, a in attacks.items()} if eps_units == "range" else attacks
 
 
-def _classification_results(network, batches, eps, eps_units, version, budget, value_range, seed, progress):
-    """The cascade's part of the row and its flags."""
-    attacks = _with_units(classification_protocol(eps, version, budget, value_range, seed), eps_units)
+def _classification_results(network, batches, attacks, version, budget, progress):
+    """The cascade's part of the row and its flags (``attacks``: the protocol's, in their units)."""
     from tqdm.auto import tqdm
 
     # one step per (batch, attack); the postfix says which attack ran on which batch and how many are still robust
@@ -214,12 +213,11 @@ def _classification_results(network, batches, eps, eps_units, version, budget, v
 SEGMENTATION_METRICS = ("dice", "iou", "hd95", "hd95_undefined")
 
 
-def _segmentation_results(network, batches, eps, eps_units, version, budget, value_range, seed, progress, device,
-                          hd95):
-    """The segmentation protocol's part of the row (worst case by Dice over its attacks) and its flags."""
+def _segmentation_results(network, batches, attacks, seed, progress, device, hd95):
+    """The segmentation protocol's part of the row (worst case by Dice over ``attacks``, the protocol's in their
+    units) and its flags."""
     from .suite import ORIGINAL, WORST_CASE, RobustnessEvaluator
 
-    attacks = _with_units(segmentation_protocol(eps, version, budget, value_range, seed), eps_units)
     evaluator = RobustnessEvaluator(attacks, task="segmentation", device=device, hd95=hd95, seed=seed,
                                     progress=progress)
     result = evaluator(network, batches)
@@ -282,12 +280,14 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
     the same test data) when given."""
     _check_eps(eps, eps_units)
     reference_row = _reference(reference) if corruptions and reference is not None else None
-    classification_protocol(eps, version, budget, value_range, seed)  # an unknown version/budget: named up front
+    # built once; an unknown version/budget is named here, before any work
+    attacks = _with_units(classification_protocol(eps, version, budget, value_range, seed), eps_units)
     start = time.perf_counter()
     data = load_bundle_evaluation(bundle, config_file, overrides, device, max_samples)
     network, batches, task = data["network"], data["batches"], data["task"]
     if task == "segmentation":
-        segmentation_protocol(eps, version, budget, value_range, seed)  # v1 has none: named before any attack
+        # v1 has none: named before any attack
+        attacks = _with_units(segmentation_protocol(eps, version, budget, value_range, seed), eps_units)
     fingerprint = dataset_fingerprint(batches)
     if reference_row is not None and reference_row.get("dataset", {}).get("fingerprint") != fingerprint:
         raise ValueError(f"the reference row {reference_row.get('name')!r} was measured on other test data (its "
@@ -295,11 +295,9 @@ def benchmark_bundle(bundle: Any, config_file: Any = None, eps: float = 8 / 255,
     widths = torch.cat([intensity_range(x).reshape(-1).cpu() for x, _ in batches])
     absolute = widths * eps if eps_units == "range" else torch.full_like(widths, eps)
     if task == "classification":
-        part, flags, n = _classification_results(network, batches, eps, eps_units, version, budget, value_range,
-                                                 seed, progress)
+        part, flags, n = _classification_results(network, batches, attacks, version, budget, progress)
     else:
-        part, flags, n = _segmentation_results(network, batches, eps, eps_units, version, budget, value_range, seed,
-                                               progress, device, hd95)
+        part, flags, n = _segmentation_results(network, batches, attacks, seed, progress, device, hd95)
     if check_masking:
         from .sanity import check_gradient_masking
 
